@@ -1,0 +1,2 @@
+//! Subcommands of the `stream-layered-image` binary.
+pub mod layers;
