@@ -1,2 +1,3 @@
 //! Subcommands of the `stream-layered-image` binary.
+pub mod diff;
 pub mod layers;
