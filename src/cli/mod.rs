@@ -1,3 +1,4 @@
 //! Subcommands of the `stream-layered-image` binary.
+pub mod build;
 pub mod diff;
 pub mod layers;

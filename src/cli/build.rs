@@ -1,0 +1,134 @@
+//! The default command: build an image from a spec.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use stream_layered_image::image::{self, Options};
+use stream_layered_image::progress::Progress;
+use stream_layered_image::spec::Spec;
+
+const HELP: &str = "\
+stream-layered-image: write a layered Docker image archive from Nix or Guix store paths
+
+USAGE:
+    stream-layered-image SPEC.json [-t REPO:TAG] [-o FILE] [--quiet]
+    stream-layered-image layers --graph FILE --max-layers N [--strategy NAME] ...
+    stream-layered-image diff OLD.tar NEW.tar
+
+Writes a `docker save` (v1.2) archive to stdout, or to FILE with -o: one
+<sha256>/layer.tar per layer, then <sha256>.json (the image config), then
+manifest.json. The bytes are identical to what nixpkgs' stream_layered_image.py
+writes for the same spec, so layer digests and image IDs do not change.
+
+OPTIONS:
+    -t, --repo_tag REPO:TAG   replace the spec's repo_tag
+    -o, --output FILE         write to FILE instead of stdout (removed on error)
+    -q, --quiet               no progress lines and no summary on stderr
+    -h, --help                this text
+    -V, --version             the version
+
+SPEC KEYS (JSON object; unknown keys are ignored):
+    store_layers         list of layers, each a list of store paths (required)
+    store_dir            the store, e.g. /nix/store or /gnu/store
+                         (default /nix/store); every layer starts with its
+                         parent directories, mode 0755
+    created              \"now\" or an ISO 8601 time (required); naive times are UTC
+    mtime                \"now\" or ISO 8601; mtime of every file (default: created)
+    uid, gid             owner of every file (default 0, 0)
+    uname, gname         owner names (default \"root\", \"root\")
+    architecture         copied into the image config (required), e.g. \"amd64\"
+    config               the image config's \"config\" object (required)
+    from_image           a docker-archive (optionally gzipped) whose layers come
+                         first and whose Env is merged into config.Env; or null
+    customisation_layer  a directory holding layer.tar and checksum (its
+                         sha256), added as the last layer; or null
+    repo_tag             \"name:tag\" for manifest.json (required unless -t)
+
+Each store path is archived with its contents, sorted the way Python's pathlib
+sorts; hard links become regular files; fifos, sockets and devices are errors.
+If a file changes while the image is being written, the run stops with an
+error naming it, before the manifest is written.
+
+EXAMPLE (Nix):
+    nix-build -A myImage && ./result | docker load
+";
+
+/// Whether `e` is our output closing early, which counts as success.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<stream_layered_image::Error>()
+        .is_some_and(|e| e.is_broken_pipe())
+}
+
+/// Runs the build command.
+pub fn main(args: Vec<OsString>) -> anyhow::Result<()> {
+    let mut spec_path: Option<PathBuf> = None;
+    let mut output: Option<PathBuf> = None;
+    let mut options = Options::default();
+    let mut quiet = false;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy();
+        let mut value = |flag: &str| -> anyhow::Result<OsString> {
+            args.next().with_context(|| format!("{flag} needs a value"))
+        };
+        match &*text {
+            "-h" | "--help" => {
+                print!("{HELP}");
+                return Ok(());
+            }
+            "-V" | "--version" => {
+                println!("stream-layered-image {}", env!("CARGO_PKG_VERSION"));
+                return Ok(());
+            }
+            "-q" | "--quiet" => quiet = true,
+            "-t" | "--repo_tag" | "--repo-tag" => {
+                options.repo_tag = Some(value(&text)?.to_string_lossy().into_owned())
+            }
+            "-o" | "--output" => output = Some(value(&text)?.into()),
+            s if s.starts_with("--repo_tag=") || s.starts_with("--repo-tag=") => {
+                options.repo_tag = Some(s.split_once('=').map(|x| x.1).unwrap_or("").to_owned())
+            }
+            s if s.starts_with('-') && s.len() > 1 => {
+                bail!("unknown option {s:?}; see --help")
+            }
+            _ if spec_path.is_none() => spec_path = Some(arg.into()),
+            _ => bail!("unexpected argument {text:?}; see --help"),
+        }
+    }
+    let Some(spec_path) = spec_path else {
+        bail!("no spec file given; see --help");
+    };
+    let spec = Spec::load(&spec_path)?;
+    let progress = Progress::new(quiet);
+
+    match output {
+        None => {
+            // Stdout is line-buffered; write through our own buffer on a
+            // duplicate of its descriptor instead.
+            let fd = std::io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .context("duplicating stdout")?;
+            let mut out = BufWriter::with_capacity(1 << 20, File::from(fd));
+            image::write_docker_archive(&spec, &options, &mut out, &progress)?;
+            out.flush().map_err(stream_layered_image::Error::Output)?;
+        }
+        Some(path) => {
+            let file = File::create(&path)
+                .map_err(|e| stream_layered_image::Error::io(&path, "creating output", e))?;
+            let mut out = BufWriter::with_capacity(1 << 20, file);
+            let result = image::write_docker_archive(&spec, &options, &mut out, &progress)
+                .and_then(|_| out.flush().map_err(stream_layered_image::Error::Output));
+            if let Err(e) = result {
+                drop(out);
+                let _ = std::fs::remove_file(&path);
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(())
+}

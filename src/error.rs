@@ -1,0 +1,130 @@
+//! The library's error type.
+//!
+//! Every variant renders as one line that names the file, key or path at
+//! fault. Paths are shown with `{:?}` so that newlines, control characters
+//! and bytes that are not UTF-8 are escaped instead of breaking the line.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Convenience alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong while building an image.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be opened, read or inspected.
+    #[error("{path:?}: {action}: {cause}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What we were doing, e.g. "reading".
+        action: &'static str,
+        /// The underlying error (not a `source()`: the message includes it).
+        cause: io::Error,
+    },
+    /// The spec is not valid JSON.
+    #[error("{path:?}: invalid JSON at line {line}, column {column}: {message}")]
+    Json {
+        /// The spec file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What the parser found.
+        message: String,
+    },
+    /// A spec key is missing or has the wrong type or value.
+    #[error("{path:?}: key {key:?}: {problem}")]
+    SpecKey {
+        /// The spec file.
+        path: PathBuf,
+        /// The key, with its position for nested values (`store_layers[2][0]`).
+        key: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A store path does not lie inside `store_dir`.
+    #[error("store path {path:?} is not inside store_dir {store_dir:?}")]
+    OutsideStore {
+        /// The offending path.
+        path: String,
+        /// The spec's store directory.
+        store_dir: String,
+    },
+    /// A store path holds something a Nix or Guix store cannot.
+    #[error(
+        "{path:?}: {kind} inside a store path; a store holds only files, directories and symlinks"
+    )]
+    UnsupportedFileType {
+        /// The offending file.
+        path: PathBuf,
+        /// "fifo", "socket", "character device" or "block device".
+        kind: &'static str,
+    },
+    /// A file changed between the two passes over its layer.
+    #[error("{path:?} changed while the image was being written ({what}); refusing to write an image that does not match its digests")]
+    FileChanged {
+        /// The file.
+        path: PathBuf,
+        /// What differs.
+        what: String,
+    },
+    /// The bytes streamed for a layer differ from the bytes hashed for it.
+    #[error("layer {layer}: streamed bytes have digest sha256:{actual}, but sha256:{expected} was hashed; a store file changed during the run")]
+    DigestMismatch {
+        /// 1-based layer number.
+        layer: usize,
+        /// Digest from the hashing pass.
+        expected: String,
+        /// Digest of what was streamed.
+        actual: String,
+    },
+    /// The streamed size of a layer differs from the hashed size.
+    #[error("layer {layer}: streamed {actual} bytes, but {expected} were hashed; a store file changed during the run")]
+    SizeMismatch {
+        /// 1-based layer number.
+        layer: usize,
+        /// Size from the hashing pass.
+        expected: u64,
+        /// Size of what was streamed.
+        actual: u64,
+    },
+    /// The customisation layer directory is unusable.
+    #[error("customisation layer {dir:?}: {problem}")]
+    Customisation {
+        /// The directory named by `customisation_layer`.
+        dir: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The base image archive is unusable.
+    #[error("base image {path:?}: {problem}")]
+    BaseImage {
+        /// The archive named by `from_image`.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Writing the output failed.
+    #[error("writing the image: {0}")]
+    Output(io::Error),
+}
+
+impl Error {
+    /// An I/O error on `path` while doing `action`.
+    pub fn io(path: impl Into<PathBuf>, action: &'static str, cause: io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            action,
+            cause,
+        }
+    }
+
+    /// Whether this is a closed pipe on the output, which callers treat as
+    /// the reader having seen all it wanted.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, Error::Output(e) if e.kind() == io::ErrorKind::BrokenPipe)
+    }
+}

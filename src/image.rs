@@ -1,0 +1,707 @@
+//! Writing the docker-archive: parallel digests, then one streaming pass.
+//!
+//! A `docker save` v1.2 archive names each layer by its digest
+//! (`<sha256>/layer.tar`) and a tar header must state a member's size, so a
+//! layer's digest and size are needed before its first byte can be written.
+//! The reference encodes every layer twice in a row on one core. Here:
+//!
+//! 1. every store layer is walked (in parallel), which fixes its contents;
+//! 2. a pool of rayon workers encodes layers into a hasher, always taking
+//!    next the layer the stream is waiting for (or the one after it), and
+//!    otherwise the largest layer left, so that the long layers start early
+//!    and the stream rarely waits;
+//! 3. meanwhile this thread writes the outer tar: as soon as the next
+//!    layer's digest is known it writes the header and encodes the layer a
+//!    second time, straight into the output. The streamed bytes are hashed
+//!    again and must match, so a file that changed between the passes stops
+//!    the run before the manifest is written: the output is then an
+//!    incomplete archive that no engine will load, never a wrong image.
+//!
+//! Base image layers and the customisation layer are hashed in the same
+//! pool, to check them against the digests their sources claim.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde_json::{Map, Value};
+
+use crate::base_image::{BaseImage, BaseLayer};
+use crate::digest::{HashingWriter, Sha256Digest};
+use crate::error::{Error, Result};
+use crate::filedata;
+use crate::layer;
+use crate::progress::{human_bytes, Progress};
+use crate::pyjson;
+use crate::pyrepr;
+use crate::spec::Spec;
+use crate::tarheader::{self, EntryType, Header};
+use crate::walk::{self, Entry, FileIdentity};
+
+/// Choices that are not part of the spec.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Replaces the spec's `repo_tag` (the `-t` flag).
+    pub repo_tag: Option<String>,
+}
+
+/// What a finished run wrote.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Number of layers in the image.
+    pub layers: usize,
+    /// Bytes written.
+    pub bytes: u64,
+}
+
+/// The customisation layer: a ready `layer.tar` and its checksum.
+#[derive(Debug)]
+struct CustomLayer {
+    dir: String,
+    tar_path: PathBuf,
+    checksum: Sha256Digest,
+    meta: std::fs::Metadata,
+}
+
+impl CustomLayer {
+    fn open(dir: &str) -> Result<CustomLayer> {
+        let bad = |problem: String| Error::Customisation {
+            dir: PathBuf::from(dir),
+            problem,
+        };
+        let checksum_path = Path::new(dir).join("checksum");
+        let text = std::fs::read_to_string(&checksum_path)
+            .map_err(|e| bad(format!("cannot read \"checksum\": {e}")))?;
+        let checksum = Sha256Digest::from_hex(text.trim()).ok_or_else(|| {
+            bad(format!(
+                "\"checksum\" must hold 64 hex digits, found {:?}",
+                text.trim()
+            ))
+        })?;
+        let tar_path = Path::new(dir).join("layer.tar");
+        let meta = std::fs::symlink_metadata(&tar_path)
+            .map_err(|e| bad(format!("cannot use \"layer.tar\": {e}")))?;
+        if !meta.is_file() {
+            return Err(bad("\"layer.tar\" is not a regular file".into()));
+        }
+        Ok(CustomLayer {
+            dir: dir.to_owned(),
+            tar_path,
+            checksum,
+            meta,
+        })
+    }
+}
+
+/// Where a layer's bytes come from.
+enum Source<'a> {
+    Base(&'a BaseLayer),
+    Store {
+        spec_paths: &'a [String],
+        entries: Vec<Entry>,
+    },
+    Custom(&'a CustomLayer),
+}
+
+/// A layer's digest and size, from the hashing pass.
+#[derive(Debug, Clone, Copy)]
+struct Hashed {
+    digest: Sha256Digest,
+    size: u64,
+}
+
+/// Writes the image described by `spec` to `out` as a docker-archive.
+pub fn write_docker_archive(
+    spec: &Spec,
+    options: &Options,
+    out: &mut dyn Write,
+    progress: &Progress,
+) -> Result<Summary> {
+    let repo_tag = match (&options.repo_tag, &spec.repo_tag) {
+        (Some(tag), _) if !tag.is_empty() => Value::String(tag.clone()),
+        (_, Some(tag)) => tag.clone(),
+        _ => {
+            return Err(Error::SpecKey {
+                path: PathBuf::from("spec"),
+                key: "repo_tag".into(),
+                problem: "missing from the spec, and no -t given".into(),
+            })
+        }
+    };
+    let base = spec
+        .from_image
+        .as_deref()
+        .map(BaseImage::open)
+        .transpose()?;
+    let custom = spec
+        .customisation_layer
+        .as_deref()
+        .map(CustomLayer::open)
+        .transpose()?;
+    if base.is_some() && !spec.config.is_object() {
+        return Err(Error::SpecKey {
+            path: PathBuf::from("spec"),
+            key: "config".into(),
+            problem: "must be an object when from_image is set".into(),
+        });
+    }
+    let config = overlay_base_config(base.as_ref(), spec.config.clone())?;
+
+    let parents = walk::store_parents(&spec.store_dir);
+    let walked: Vec<Vec<Entry>> = spec
+        .store_layer_paths
+        .par_iter()
+        .map(|paths| walk::walk_paths(paths))
+        .collect::<Result<_>>()?;
+
+    let mut sources: Vec<Source<'_>> = Vec::new();
+    if let Some(base) = &base {
+        sources.extend(base.layers.iter().map(Source::Base));
+    }
+    for (spec_paths, entries) in spec.store_layers.iter().zip(walked) {
+        sources.push(Source::Store {
+            spec_paths,
+            entries,
+        });
+    }
+    if let Some(custom) = &custom {
+        sources.push(Source::Custom(custom));
+    }
+    let total_layers = sources.len();
+    if total_layers > 125 {
+        progress.line(format_args!(
+            "warning: {total_layers} layers; Docker refuses images with more than about 125"
+        ));
+    }
+
+    let hasher = |index: usize| -> Result<Hashed> {
+        let started = Instant::now();
+        let hashed = match &sources[index] {
+            Source::Store { entries, .. } => {
+                let mut sink = HashingWriter::new(io::sink());
+                layer::encode(&parents, entries, &spec.stamp, &mut sink)?;
+                let (digest, size, _) = sink.finish();
+                Hashed { digest, size }
+            }
+            Source::Base(layer) => {
+                let base = base.as_ref().expect("base layers come from a base image");
+                let mut sink = HashingWriter::new(io::sink());
+                io::copy(&mut base.layer_reader(layer)?, &mut sink).map_err(|e| {
+                    Error::BaseImage {
+                        path: base.path().to_owned(),
+                        problem: format!("reading layer {}: {e}", lossy(&layer.header.name)),
+                    }
+                })?;
+                let (digest, size, _) = sink.finish();
+                if digest != layer.diff_id {
+                    return Err(Error::BaseImage {
+                        path: base.path().to_owned(),
+                        problem: format!(
+                            "layer {} has digest sha256:{digest}, but its diff_id is sha256:{}",
+                            lossy(&layer.header.name),
+                            layer.diff_id
+                        ),
+                    });
+                }
+                Hashed { digest, size }
+            }
+            Source::Custom(custom) => {
+                let mut sink = HashingWriter::new(io::sink());
+                copy_file(&custom.tar_path, &custom.meta, &mut sink)?;
+                let (digest, size, _) = sink.finish();
+                if digest != custom.checksum {
+                    return Err(Error::Customisation {
+                        dir: PathBuf::from(&custom.dir),
+                        problem: format!(
+                            "layer.tar has digest {digest}, but \"checksum\" says {}",
+                            custom.checksum
+                        ),
+                    });
+                }
+                Hashed { digest, size }
+            }
+        };
+        progress.line(format_args!(
+            "hashed layer {}/{total_layers}: sha256:{} {} in {:.2}s",
+            index + 1,
+            &hashed.digest.hex()[..12],
+            human_bytes(hashed.size),
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(hashed)
+    };
+
+    let estimates: Vec<u64> = sources.iter().map(estimate_size).collect();
+    let schedule = Schedule::new(estimates);
+    let (tx, rx) = crossbeam_channel::unbounded::<(usize, Result<Hashed>)>();
+    let mut outer = OuterTar {
+        out,
+        offset: 0,
+        buf: Vec::with_capacity(64 * 1024),
+    };
+
+    let streamed = std::thread::scope(|scope| {
+        let workers = rayon::current_num_threads().max(1);
+        let schedule = &schedule;
+        let hasher = &hasher;
+        scope.spawn(move || {
+            (0..workers).into_par_iter().for_each(|_| {
+                while let Some(index) = schedule.next() {
+                    let result = hasher(index);
+                    let failed = result.is_err();
+                    if tx.send((index, result)).is_err() || failed {
+                        schedule.stop();
+                    }
+                }
+            });
+        });
+        let result = stream_layers(
+            &sources,
+            base.as_ref(),
+            &parents,
+            spec,
+            &rx,
+            schedule,
+            &mut outer,
+            progress,
+        );
+        // Whatever happened, let the workers finish quickly.
+        schedule.stop();
+        drop(rx);
+        result
+    })?;
+
+    let mut diff_ids = Vec::new();
+    let mut history = Vec::new();
+    let mut layer_names = Vec::new();
+    let created = Value::String(spec.created.isoformat());
+    for (source, (name, hashed)) in sources.iter().zip(&streamed) {
+        diff_ids.push(Value::String(format!("sha256:{}", hashed.digest)));
+        let paths: Vec<String> = match source {
+            Source::Base(_) => vec![name.clone()],
+            Source::Store { spec_paths, .. } => spec_paths.to_vec(),
+            Source::Custom(c) => vec![c.dir.clone()],
+        };
+        let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+        let mut entry = Map::new();
+        entry.insert("created".into(), created.clone());
+        entry.insert(
+            "comment".into(),
+            Value::String(format!("store paths: {}", pyrepr::repr_str_list(&paths))),
+        );
+        history.push(Value::Object(entry));
+        layer_names.push(Value::String(name.clone()));
+    }
+    let mut rootfs = Map::new();
+    rootfs.insert("diff_ids".into(), Value::Array(diff_ids));
+    rootfs.insert("type".into(), "layers".into());
+    let mut image_json = Map::new();
+    image_json.insert("created".into(), created);
+    image_json.insert("architecture".into(), spec.architecture.clone());
+    image_json.insert("os".into(), "linux".into());
+    image_json.insert("config".into(), config);
+    image_json.insert("rootfs".into(), Value::Object(rootfs));
+    image_json.insert("history".into(), Value::Array(history));
+    let image_json = pyjson::dumps_indent4(&Value::Object(image_json)).into_bytes();
+    let config_name = format!("{}.json", Sha256Digest::of(&image_json));
+    outer.small_file(&config_name, &image_json, spec.stamp.mtime)?;
+
+    let mut manifest = Map::new();
+    manifest.insert("Config".into(), Value::String(config_name));
+    manifest.insert("RepoTags".into(), Value::Array(vec![repo_tag]));
+    manifest.insert("Layers".into(), Value::Array(layer_names));
+    let manifest = pyjson::dumps_indent4(&Value::Array(vec![Value::Object(manifest)])).into_bytes();
+    outer.small_file("manifest.json", &manifest, spec.stamp.mtime)?;
+    outer.finish()?;
+
+    let summary = Summary {
+        layers: total_layers,
+        bytes: outer.offset,
+    };
+    let secs = progress.elapsed();
+    progress.line(format_args!(
+        "done: {} layers, {} in {:.2}s ({:.0} MB/s)",
+        summary.layers,
+        human_bytes(summary.bytes),
+        secs,
+        summary.bytes as f64 / 1e6 / secs.max(1e-9)
+    ));
+    Ok(summary)
+}
+
+/// Streams every layer in order, returning each one's member name and
+/// digest.
+#[allow(clippy::too_many_arguments)]
+fn stream_layers(
+    sources: &[Source<'_>],
+    base: Option<&BaseImage>,
+    parents: &[String],
+    spec: &Spec,
+    rx: &crossbeam_channel::Receiver<(usize, Result<Hashed>)>,
+    schedule: &Schedule,
+    outer: &mut OuterTar<'_>,
+    progress: &Progress,
+) -> Result<Vec<(String, Hashed)>> {
+    let mut ready: Vec<Option<Hashed>> = vec![None; sources.len()];
+    let mut done = Vec::with_capacity(sources.len());
+    for (index, source) in sources.iter().enumerate() {
+        schedule.streaming(index);
+        while ready[index].is_none() {
+            let (i, result) = rx.recv().map_err(|_| {
+                Error::Output(io::Error::other("hashing workers stopped unexpectedly"))
+            })?;
+            ready[i] = Some(result?);
+        }
+        let hashed = ready[index].expect("checked above");
+        let layer_no = index + 1;
+        progress.line(format_args!(
+            "streaming layer {layer_no}/{}: {}",
+            sources.len(),
+            human_bytes(hashed.size)
+        ));
+        let (name, header_owned);
+        let header = match source {
+            Source::Base(layer) => {
+                name = lossy(&layer.header.name);
+                Header {
+                    name: &layer.header.name,
+                    mode: layer.header.mode,
+                    uid: layer.header.uid,
+                    gid: layer.header.gid,
+                    size: layer.size,
+                    mtime: layer.header.mtime,
+                    entry_type: layer.header.entry_type(),
+                    linkname: &layer.header.linkname,
+                    uname: &layer.header.uname,
+                    gname: &layer.header.gname,
+                    pax: &layer.header.pax,
+                }
+            }
+            Source::Store { .. } => {
+                name = format!("{}/layer.tar", hashed.digest);
+                Header {
+                    size: hashed.size,
+                    ..plain_member(name.as_bytes(), spec.stamp.mtime)
+                }
+            }
+            Source::Custom(custom) => {
+                name = format!("{}/layer.tar", custom.checksum);
+                header_owned = (
+                    account_name("/etc/passwd", custom.meta.uid()),
+                    account_name("/etc/group", custom.meta.gid()),
+                );
+                Header {
+                    mode: custom.meta.mode(),
+                    uid: i64::from(custom.meta.uid()),
+                    gid: i64::from(custom.meta.gid()),
+                    uname: header_owned.0.as_bytes(),
+                    gname: header_owned.1.as_bytes(),
+                    size: hashed.size,
+                    ..plain_member(name.as_bytes(), spec.stamp.mtime)
+                }
+            }
+        };
+        outer.header(&header)?;
+        let mut sink = HashingWriter::new(&mut *outer);
+        match source {
+            Source::Store { entries, .. } => {
+                layer::encode(parents, entries, &spec.stamp, &mut sink)?;
+            }
+            Source::Base(layer) => {
+                let base = base.expect("base layers come from a base image");
+                io::copy(&mut base.layer_reader(layer)?, &mut sink).map_err(|e| {
+                    if sink_failed(&e) {
+                        Error::Output(e)
+                    } else {
+                        Error::BaseImage {
+                            path: base.path().to_owned(),
+                            problem: format!("reading layer {name}: {e}"),
+                        }
+                    }
+                })?;
+            }
+            Source::Custom(custom) => copy_file(&custom.tar_path, &custom.meta, &mut sink)?,
+        }
+        let (digest, size, _) = sink.finish();
+        if size != hashed.size {
+            return Err(Error::SizeMismatch {
+                layer: layer_no,
+                expected: hashed.size,
+                actual: size,
+            });
+        }
+        if digest != hashed.digest {
+            return Err(Error::DigestMismatch {
+                layer: layer_no,
+                expected: hashed.digest.hex(),
+                actual: digest.hex(),
+            });
+        }
+        outer.pad(size)?;
+        done.push((name, hashed));
+    }
+    Ok(done)
+}
+
+/// Write errors from the output are tagged so they can be told apart from
+/// read errors once they have passed through `io::copy`.
+fn sink_failed(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<OutputFailed>())
+}
+
+#[derive(Debug)]
+struct OutputFailed(io::Error);
+
+impl std::fmt::Display for OutputFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for OutputFailed {}
+
+fn plain_member(name: &[u8], mtime: i64) -> Header<'_> {
+    Header {
+        name,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        size: 0,
+        mtime,
+        entry_type: EntryType::Regular,
+        linkname: b"",
+        uname: b"",
+        gname: b"",
+        pax: &[],
+    }
+}
+
+/// Copies a whole file (whose metadata was taken earlier) into `sink`,
+/// failing if it changed since.
+fn copy_file(path: &Path, meta: &std::fs::Metadata, sink: &mut dyn Write) -> Result<()> {
+    let expected = FileIdentity::of(meta);
+    let file = File::open(path).map_err(|e| Error::io(path, "opening", e))?;
+    let check = || -> io::Result<()> {
+        let now = FileIdentity::of(&file.metadata()?);
+        match expected.difference(&now) {
+            Some(what) => Err(io::Error::other(what)),
+            None => Ok(()),
+        }
+    };
+    let mut sink_error = None;
+    let result = filedata::for_each_chunk(
+        &file,
+        expected.size,
+        &mut Vec::new(),
+        &mut || check(),
+        &mut |chunk| {
+            sink.write_all(chunk).map_err(|e| {
+                let kind = e.kind();
+                sink_error = Some(e);
+                io::Error::from(kind)
+            })
+        },
+    );
+    if let Some(e) = sink_error {
+        return Err(Error::Output(e));
+    }
+    result
+        .and_then(|()| check())
+        .map_err(|e| Error::FileChanged {
+            path: path.to_owned(),
+            what: e.to_string(),
+        })
+}
+
+/// A rough size, used only to start the longest hashing jobs first.
+fn estimate_size(source: &Source<'_>) -> u64 {
+    match source {
+        Source::Base(layer) => layer.size,
+        Source::Custom(custom) => custom.meta.len(),
+        Source::Store { entries, .. } => entries
+            .iter()
+            .map(|e| match &e.kind {
+                walk::EntryKind::File(id) => 512 + id.size,
+                _ => 512,
+            })
+            .sum(),
+    }
+}
+
+/// Merges the base image's `Env` into the spec's config like the reference:
+/// base entries first, then the spec's, the last value of a name winning
+/// while keeping the position of its first appearance.
+fn overlay_base_config(base: Option<&BaseImage>, config: Value) -> Result<Value> {
+    let Some(base) = base else {
+        return Ok(config);
+    };
+    let Value::Object(mut config) = config else {
+        unreachable!("checked by the caller");
+    };
+    let env_of = |v: Option<&Value>, whose: &str| -> Result<Vec<String>> {
+        match v {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| Error::BaseImage {
+                            path: base.path().to_owned(),
+                            problem: format!("{whose} Env holds a non-string entry"),
+                        })
+                })
+                .collect(),
+            Some(_) => Err(Error::BaseImage {
+                path: base.path().to_owned(),
+                problem: format!("{whose} Env is not a list"),
+            }),
+        }
+    };
+    let mut env = env_of(base.config.pointer("/config/Env"), "the base image's")?;
+    env.extend(env_of(config.get("Env"), "the spec's")?);
+    if !env.is_empty() {
+        let mut resolved: Map<String, Value> = Map::new();
+        for entry in env {
+            let name = entry.split('=').next().unwrap_or_default().to_owned();
+            resolved.insert(name, Value::String(entry));
+        }
+        config.insert(
+            "Env".into(),
+            Value::Array(resolved.into_iter().map(|(_, v)| v).collect()),
+        );
+    }
+    Ok(Value::Object(config))
+}
+
+/// The name for `id` in an `/etc/passwd`-style file, or "" like Python's
+/// `tarfile` when there is none.
+fn account_name(file: &str, id: u32) -> String {
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return String::new();
+    };
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            let wanted = fields.nth(1)?.parse::<u32>().ok()? == id;
+            wanted.then(|| name.to_owned())
+        })
+        .next()
+        .unwrap_or_default()
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Decides which layer a free hashing worker takes next.
+struct Schedule {
+    taken: Mutex<Vec<bool>>,
+    by_size: Vec<usize>,
+    streaming: AtomicUsize,
+    stopped: AtomicBool,
+}
+
+impl Schedule {
+    fn new(estimates: Vec<u64>) -> Self {
+        let mut by_size: Vec<usize> = (0..estimates.len()).collect();
+        by_size.sort_by_key(|&i| std::cmp::Reverse(estimates[i]));
+        Schedule {
+            taken: Mutex::new(vec![false; estimates.len()]),
+            by_size,
+            streaming: AtomicUsize::new(0),
+            stopped: AtomicBool::new(false),
+        }
+    }
+
+    fn streaming(&self, index: usize) {
+        self.streaming.store(index, Ordering::Relaxed);
+    }
+
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+    }
+
+    fn next(&self) -> Option<usize> {
+        if self.stopped.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
+        let at = self.streaming.load(Ordering::Relaxed);
+        let pick = [at, at + 1]
+            .into_iter()
+            .find(|&i| i < taken.len() && !taken[i])
+            .or_else(|| self.by_size.iter().copied().find(|&i| !taken[i]))?;
+        taken[pick] = true;
+        Some(pick)
+    }
+}
+
+/// The outer archive, written through `out`.
+struct OuterTar<'w> {
+    out: &'w mut dyn Write,
+    offset: u64,
+    buf: Vec<u8>,
+}
+
+impl OuterTar<'_> {
+    fn header(&mut self, h: &Header<'_>) -> Result<()> {
+        self.buf.clear();
+        tarheader::encode(h, &mut self.buf);
+        self.offset += self.buf.len() as u64;
+        self.out.write_all(&self.buf).map_err(Error::Output)
+    }
+
+    fn pad(&mut self, size: u64) -> Result<()> {
+        let pad = tarheader::data_padding(size);
+        self.offset += pad as u64;
+        self.out
+            .write_all(&[0; tarheader::BLOCK][..pad])
+            .map_err(Error::Output)
+    }
+
+    fn small_file(&mut self, name: &str, data: &[u8], mtime: i64) -> Result<()> {
+        self.header(&Header {
+            size: data.len() as u64,
+            ..plain_member(name.as_bytes(), mtime)
+        })?;
+        self.write_all(data).map_err(Error::Output)?;
+        self.pad(data.len() as u64)
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        let tail = tarheader::end_of_archive(self.offset);
+        self.offset += tail.len() as u64;
+        self.out.write_all(&tail).map_err(Error::Output)?;
+        self.out.flush().map_err(Error::Output)
+    }
+}
+
+impl Write for OuterTar<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self
+            .out
+            .write(buf)
+            .map_err(|e| io::Error::new(e.kind(), OutputFailed(e)))?;
+        self.offset += n as u64;
+        Ok(n)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.out
+            .write_all(buf)
+            .map_err(|e| io::Error::new(e.kind(), OutputFailed(e)))?;
+        self.offset += buf.len() as u64;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}

@@ -1,0 +1,254 @@
+//! The layer tar encoder.
+//!
+//! One function, [`encode`], turns a walked layer into the exact bytes of its
+//! `layer.tar`. The image writer calls it twice per layer, once into a hasher
+//! to learn the digest and size the outer archive's header needs, and once
+//! into the output, so the two passes cannot disagree by construction; only
+//! the files can change underneath, and every file is checked against the
+//! identity the walk recorded before and after its contents are read.
+
+use std::fs::File;
+use std::io::{self, Write};
+
+use crate::error::{Error, Result};
+use crate::filedata;
+use crate::tarheader::{self, EntryType, Header};
+use crate::walk::{Entry, EntryKind, FileIdentity};
+
+/// Ownership and time applied to every member of a store layer.
+#[derive(Debug, Clone)]
+pub struct Stamp {
+    /// Modification time of every member.
+    pub mtime: i64,
+    /// Owner id.
+    pub uid: i64,
+    /// Group id.
+    pub gid: i64,
+    /// Owner name.
+    pub uname: String,
+    /// Group name.
+    pub gname: String,
+}
+
+/// Writes the tar archive of a layer: the store's parent directories (mode
+/// 0755), then `entries`, then the end-of-archive padding. Returns the
+/// number of bytes written.
+pub fn encode(
+    parents: &[String],
+    entries: &[Entry],
+    stamp: &Stamp,
+    out: &mut dyn Write,
+) -> Result<u64> {
+    let mut enc = Encoder {
+        out,
+        offset: 0,
+        headers: Vec::with_capacity(64 * 1024),
+        scratch: Vec::new(),
+    };
+    for dir in parents {
+        enc.header(&Header {
+            mode: 0o755,
+            ..member(dir.as_bytes(), EntryType::Directory, 0, b"", stamp)
+        });
+    }
+    for entry in entries {
+        match &entry.kind {
+            EntryKind::Directory => enc.header(&Header {
+                mode: entry.mode,
+                ..member(&entry.path, EntryType::Directory, 0, b"", stamp)
+            }),
+            EntryKind::Symlink(target) => enc.header(&Header {
+                mode: entry.mode,
+                ..member(&entry.path, EntryType::Symlink, 0, target, stamp)
+            }),
+            EntryKind::File(id) => {
+                enc.header(&Header {
+                    mode: entry.mode,
+                    ..member(&entry.path, EntryType::Regular, id.size, b"", stamp)
+                });
+                enc.file(entry, id)?;
+            }
+        }
+    }
+    let tail = tarheader::end_of_archive(enc.offset);
+    enc.headers.extend_from_slice(&tail);
+    enc.offset += tail.len() as u64;
+    enc.flush_headers()?;
+    Ok(enc.offset)
+}
+
+fn member<'a>(
+    name: &'a [u8],
+    entry_type: EntryType,
+    size: u64,
+    linkname: &'a [u8],
+    stamp: &'a Stamp,
+) -> Header<'a> {
+    Header {
+        name,
+        mode: 0o644,
+        uid: stamp.uid,
+        gid: stamp.gid,
+        size,
+        mtime: stamp.mtime,
+        entry_type,
+        linkname,
+        uname: stamp.uname.as_bytes(),
+        gname: stamp.gname.as_bytes(),
+        pax: &[],
+    }
+}
+
+struct Encoder<'w> {
+    out: &'w mut dyn Write,
+    offset: u64,
+    /// Headers and small contents are gathered here so that the sink sees
+    /// few large writes.
+    headers: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+const GATHER: usize = 256 * 1024;
+
+impl Encoder<'_> {
+    fn header(&mut self, h: &Header<'_>) {
+        let before = self.headers.len();
+        tarheader::encode(h, &mut self.headers);
+        self.offset += (self.headers.len() - before) as u64;
+    }
+
+    fn flush_headers(&mut self) -> Result<()> {
+        if !self.headers.is_empty() {
+            self.out.write_all(&self.headers).map_err(Error::Output)?;
+            self.headers.clear();
+        }
+        Ok(())
+    }
+
+    fn file(&mut self, entry: &Entry, expected: &FileIdentity) -> Result<()> {
+        let path = entry.fs_path();
+        let changed = |what: String| Error::FileChanged {
+            path: path.to_owned(),
+            what,
+        };
+        let file = File::open(path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => changed("it was deleted".into()),
+            _ => Error::io(path, "opening", e),
+        })?;
+        let check = |file: &File| -> Result<()> {
+            let meta = file
+                .metadata()
+                .map_err(|e| Error::io(path, "inspecting", e))?;
+            match expected.difference(&FileIdentity::of(&meta)) {
+                Some(what) => Err(changed(what)),
+                None => Ok(()),
+            }
+        };
+        check(&file)?;
+
+        let size = expected.size;
+        // The chunk reader speaks io::Error; these keep our own errors, so
+        // that a changed file and a failing sink are reported as such.
+        let mut changed_file: Option<Error> = None;
+        let mut sink_error: Option<io::Error> = None;
+        let Encoder {
+            out,
+            headers,
+            scratch,
+            ..
+        } = self;
+        let result = filedata::for_each_chunk(
+            &file,
+            size,
+            scratch,
+            &mut || {
+                check(&file).map_err(|e| {
+                    changed_file = Some(e);
+                    io::Error::other("file changed")
+                })
+            },
+            &mut |chunk| {
+                let mut write = || -> io::Result<()> {
+                    if headers.len() + chunk.len() <= GATHER {
+                        headers.extend_from_slice(chunk);
+                        return Ok(());
+                    }
+                    if !headers.is_empty() {
+                        out.write_all(headers)?;
+                        headers.clear();
+                    }
+                    out.write_all(chunk)
+                };
+                write().map_err(|e| {
+                    sink_error = Some(e);
+                    io::Error::other("output failed")
+                })
+            },
+        );
+        if let Some(e) = changed_file {
+            return Err(e);
+        }
+        if let Some(e) = sink_error {
+            return Err(Error::Output(e));
+        }
+        match result {
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(changed("it became shorter".into()))
+            }
+            Err(e) => return Err(Error::io(path, "reading", e)),
+            Ok(()) => {}
+        }
+        check(&file)?;
+        let pad = tarheader::data_padding(size);
+        self.headers.resize(self.headers.len() + pad, 0);
+        self.offset += size + pad as u64;
+        if self.headers.len() >= GATHER {
+            self.flush_headers()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::walk;
+
+    fn stamp() -> Stamp {
+        Stamp {
+            mtime: 1,
+            uid: 0,
+            gid: 0,
+            uname: "root".into(),
+            gname: "root".into(),
+        }
+    }
+
+    #[test]
+    fn encodes_a_readable_tar() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let p = store.join("abc-hello");
+        std::fs::create_dir_all(p.join("bin")).unwrap();
+        std::fs::write(p.join("bin/hello"), b"#!/bin/sh\necho hi\n").unwrap();
+        std::os::unix::fs::symlink("hello", p.join("bin/hi")).unwrap();
+        let paths = vec![p.to_str().unwrap().to_owned()];
+        let entries = walk::walk_paths(&paths).unwrap();
+        let parents = walk::store_parents(store.to_str().unwrap());
+        let mut out = Vec::new();
+        let n = encode(&parents, &entries, &stamp(), &mut out).unwrap();
+        assert_eq!(n as usize, out.len());
+        assert_eq!(out.len() % tarheader::RECORD, 0);
+
+        let mut archive = tar::Archive::new(&out[..]);
+        let names: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| String::from_utf8(e.unwrap().path_bytes().into_owned()).unwrap())
+            .collect();
+        let base = p.to_str().unwrap();
+        assert_eq!(names.last().unwrap(), &format!("{base}/bin/hi"));
+        assert!(names.contains(&format!("{base}/bin/hello")));
+        assert!(names.contains(&format!("{base}/")));
+    }
+}

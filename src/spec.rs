@@ -1,0 +1,259 @@
+//! The JSON spec that nixpkgs' `dockerTools.streamLayeredImage` writes.
+//!
+//! Keys are read the way the reference reads them, with the defaults that
+//! specs from older nixpkgs need (`mtime` defaults to `created`, `uid`/`gid`
+//! to 0, `uname`/`gname` to "root", `store_dir` to `/nix/store`), and unknown
+//! keys are ignored. `config`, `architecture` and `repo_tag` are kept as raw
+//! JSON values because they are copied into the image configuration as they
+//! are, in their original key order.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::isotime::IsoDateTime;
+use crate::layer::Stamp;
+use crate::walk;
+
+/// A parsed and checked spec.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// `architecture`, as given.
+    pub architecture: Value,
+    /// `config`, as given.
+    pub config: Value,
+    /// `created`, with "now" resolved.
+    pub created: IsoDateTime,
+    /// Time and ownership applied to store layer members.
+    pub stamp: Stamp,
+    /// `store_dir`.
+    pub store_dir: String,
+    /// `from_image`: a docker-archive, possibly gzip-compressed.
+    pub from_image: Option<PathBuf>,
+    /// `store_layers`, each path as written in the spec (these strings go
+    /// into the history comments).
+    pub store_layers: Vec<Vec<String>>,
+    /// `store_layers` normalised like `pathlib` and checked to lie in the store.
+    pub store_layer_paths: Vec<Vec<String>>,
+    /// `customisation_layer`, a directory with `layer.tar` and `checksum`.
+    pub customisation_layer: Option<String>,
+    /// `repo_tag`, as given (absent is `None`).
+    pub repo_tag: Option<Value>,
+}
+
+impl Spec {
+    /// Reads and checks the spec at `path`.
+    pub fn load(path: &Path) -> Result<Spec> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, "reading spec", e))?;
+        Spec::parse(path, &bytes, IsoDateTime::now_utc())
+    }
+
+    /// Parses spec text; `path` is only used in messages, `now` is what
+    /// "now" means.
+    pub fn parse(path: &Path, bytes: &[u8], now: IsoDateTime) -> Result<Spec> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| json_error(path, &e))?;
+        let key_err = |key: &str, problem: String| Error::SpecKey {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            problem,
+        };
+        let Value::Object(map) = value else {
+            return Err(key_err("(top level)", "expected a JSON object".into()));
+        };
+        let required = |key: &str| -> Result<&Value> {
+            map.get(key)
+                .ok_or_else(|| key_err(key, "missing from the spec".into()))
+        };
+        let time = |key: &str, v: &Value| -> Result<IsoDateTime> {
+            match v {
+                Value::String(s) if s == "now" => Ok(now),
+                Value::String(s) => {
+                    crate::isotime::parse(s).map_err(|e| key_err(key, e.to_string()))
+                }
+                other => Err(key_err(
+                    key,
+                    format!(
+                        "expected \"now\" or an ISO 8601 time, found {}",
+                        kind(other)
+                    ),
+                )),
+            }
+        };
+        let int = |key: &str, default: i64| -> Result<i64> {
+            match map.get(key) {
+                None => Ok(default),
+                Some(Value::Number(n)) => n
+                    .as_i64()
+                    .ok_or_else(|| key_err(key, format!("expected an integer, found {n}"))),
+                Some(Value::String(s)) if s.trim().parse::<i64>().is_ok() => {
+                    Ok(s.trim().parse().unwrap_or(default))
+                }
+                Some(other) => Err(key_err(
+                    key,
+                    format!("expected an integer, found {}", kind(other)),
+                )),
+            }
+        };
+        let string = |key: &str, default: &str| -> Result<String> {
+            match map.get(key) {
+                None => Ok(default.to_owned()),
+                Some(Value::String(s)) => Ok(s.clone()),
+                Some(other) => Err(key_err(
+                    key,
+                    format!("expected a string, found {}", kind(other)),
+                )),
+            }
+        };
+        let optional_path = |key: &str| -> Result<Option<String>> {
+            match map.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(other) => Err(key_err(
+                    key,
+                    format!("expected a path or null, found {}", kind(other)),
+                )),
+            }
+        };
+
+        let architecture = required("architecture")?.clone();
+        let config = required("config")?.clone();
+        let created = time("created", required("created")?)?;
+        let mtime = match map.get("mtime") {
+            None => created.unix_seconds(),
+            Some(v) => time("mtime", v)?.unix_seconds(),
+        };
+        let stamp = Stamp {
+            mtime,
+            uid: int("uid", 0)?,
+            gid: int("gid", 0)?,
+            uname: string("uname", "root")?,
+            gname: string("gname", "root")?,
+        };
+        let store_dir = string("store_dir", "/nix/store")?;
+        if !store_dir.starts_with('/') || walk::store_parents(&store_dir).is_empty() {
+            return Err(key_err(
+                "store_dir",
+                format!("expected an absolute directory, found {store_dir:?}"),
+            ));
+        }
+
+        let layers_value = required("store_layers")?;
+        let Value::Array(layers) = layers_value else {
+            return Err(key_err(
+                "store_layers",
+                format!("expected a list of layers, found {}", kind(layers_value)),
+            ));
+        };
+        let mut store_layers = Vec::with_capacity(layers.len());
+        let mut store_layer_paths = Vec::with_capacity(layers.len());
+        for (i, layer) in layers.iter().enumerate() {
+            let Value::Array(paths) = layer else {
+                return Err(key_err(
+                    &format!("store_layers[{i}]"),
+                    format!("expected a list of store paths, found {}", kind(layer)),
+                ));
+            };
+            let mut raw = Vec::with_capacity(paths.len());
+            let mut norm = Vec::with_capacity(paths.len());
+            for (j, p) in paths.iter().enumerate() {
+                let Value::String(p) = p else {
+                    return Err(key_err(
+                        &format!("store_layers[{i}][{j}]"),
+                        format!("expected a store path, found {}", kind(p)),
+                    ));
+                };
+                norm.push(walk::check_store_path(p, &store_dir)?);
+                raw.push(p.clone());
+            }
+            store_layers.push(raw);
+            store_layer_paths.push(norm);
+        }
+
+        Ok(Spec {
+            architecture,
+            config,
+            created,
+            stamp,
+            store_dir,
+            from_image: optional_path("from_image")?.map(PathBuf::from),
+            store_layers,
+            store_layer_paths,
+            customisation_layer: optional_path("customisation_layer")?,
+            repo_tag: map.get("repo_tag").cloned(),
+        })
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn json_error(path: &Path, e: &serde_json::Error) -> Error {
+    let text = e.to_string();
+    let message = match text.rfind(" at line ") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
+    };
+    Error::Json {
+        path: path.to_owned(),
+        line: e.line(),
+        column: e.column(),
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Spec> {
+        let now = crate::isotime::parse("2000-01-01T00:00:00+00:00").unwrap();
+        Spec::parse(Path::new("spec.json"), text.as_bytes(), now)
+    }
+
+    const MINIMAL: &str = r#"{"architecture": "amd64", "config": {}, "created": "1970-01-01T00:00:01Z",
+        "store_layers": [["/nix/store/abc-x"]], "repo_tag": "x:y"}"#;
+
+    #[test]
+    fn old_specs_get_defaults() {
+        let spec = parse(MINIMAL).unwrap();
+        assert_eq!(spec.stamp.mtime, 1);
+        assert_eq!((spec.stamp.uid, spec.stamp.gid), (0, 0));
+        assert_eq!(
+            (spec.stamp.uname.as_str(), spec.stamp.gname.as_str()),
+            ("root", "root")
+        );
+        assert_eq!(spec.store_dir, "/nix/store");
+        assert!(spec.customisation_layer.is_none() && spec.from_image.is_none());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = parse(r#"{"architecture": "amd64", "config": {}, "created": "now"}"#).unwrap_err();
+        assert!(e.to_string().contains("\"store_layers\""), "{e}");
+        let e = parse(&MINIMAL.replace("[[\"/nix/store/abc-x\"]]", "[[1]]")).unwrap_err();
+        assert!(e.to_string().contains("store_layers[0][0]"), "{e}");
+        let e = parse(&MINIMAL.replace("\"x:y\"", "\"x:y\", \"uid\": \"root\"")).unwrap_err();
+        assert!(e.to_string().contains("\"uid\""), "{e}");
+    }
+
+    #[test]
+    fn invalid_json_gives_line_and_column() {
+        let e = parse("{\n  \"a\": 1,\n  oops\n}").unwrap_err();
+        assert!(e.to_string().contains("line 3, column 3"), "{e}");
+    }
+
+    #[test]
+    fn paths_outside_the_store_are_rejected() {
+        let e = parse(&MINIMAL.replace("/nix/store/abc-x", "/etc/passwd")).unwrap_err();
+        assert!(matches!(e, Error::OutsideStore { .. }), "{e}");
+    }
+}
