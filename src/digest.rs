@@ -90,6 +90,58 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// Passes writes on to `inner` while counting them and, optionally, taking a
+/// fast non-cryptographic checksum (XXH3) of them.
+///
+/// The streaming pass uses it instead of a second SHA-256: all it must
+/// establish is that it wrote the same bytes as the hashing pass, and XXH3
+/// does that at memory speed.
+pub struct CountingWriter<W> {
+    inner: W,
+    count: u64,
+    checksum: Option<xxhash_rust::xxh3::Xxh3>,
+}
+
+impl<W: Write> CountingWriter<W> {
+    /// Counts writes to `inner`; checksums them too if `checksum`.
+    pub fn new(inner: W, checksum: bool) -> Self {
+        CountingWriter {
+            inner,
+            count: 0,
+            checksum: checksum.then(xxhash_rust::xxh3::Xxh3::new),
+        }
+    }
+
+    /// Bytes written and their checksum (0 when not checksumming).
+    pub fn finish(self) -> (u64, u64) {
+        (self.count, self.checksum.map_or(0, |c| c.digest()))
+    }
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(c) = &mut self.checksum {
+            c.update(&buf[..n]);
+        }
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.inner.write_all(buf)?;
+        if let Some(c) = &mut self.checksum {
+            c.update(buf);
+        }
+        self.count += buf.len() as u64;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use memmap2::{Advice, MmapOptions};
+use memmap2::MmapOptions;
 
 /// Files up to this size are read with `read`, larger ones mapped.
 pub const READ_LIMIT: u64 = 256 * 1024;
@@ -61,10 +61,9 @@ pub fn for_each_chunk(
             MmapOptions::new()
                 .offset(offset)
                 .len(this as usize)
+                .populate()
                 .map(file)?
         };
-        // Advice is an optimisation only; ignore failures.
-        let _ = map.advise(Advice::Sequential);
         sink(&map)?;
         offset += this;
     }

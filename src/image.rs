@@ -12,13 +12,16 @@
 //!    and the stream rarely waits;
 //! 3. meanwhile this thread writes the outer tar: as soon as the next
 //!    layer's digest is known it writes the header and encodes the layer a
-//!    second time, straight into the output. The streamed bytes are hashed
-//!    again and must match, so a file that changed between the passes stops
-//!    the run before the manifest is written: the output is then an
-//!    incomplete archive that no engine will load, never a wrong image.
+//!    second time, straight into the output. Every file's contents must
+//!    match the checksum taken in the first pass (see [`crate::layer`]), and
+//!    the layer's size must match, so a file that changed between the
+//!    passes stops the run before the manifest is written: the output is
+//!    then an incomplete archive that no engine will load, never a wrong
+//!    image.
 //!
 //! Base image layers and the customisation layer are hashed in the same
-//! pool, to check them against the digests their sources claim.
+//! pool, to check them against the digests their sources claim, and get a
+//! whole-layer checksum that their streaming must match.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -32,10 +35,10 @@ use rayon::prelude::*;
 use serde_json::{Map, Value};
 
 use crate::base_image::{BaseImage, BaseLayer};
-use crate::digest::{HashingWriter, Sha256Digest};
+use crate::digest::{CountingWriter, HashingWriter, Sha256Digest};
 use crate::error::{Error, Result};
 use crate::filedata;
-use crate::layer;
+use crate::layer::{self, Contents};
 use crate::progress::{human_bytes, Progress};
 use crate::pyjson;
 use crate::pyrepr;
@@ -108,11 +111,15 @@ enum Source<'a> {
     Custom(&'a CustomLayer),
 }
 
-/// A layer's digest and size, from the hashing pass.
-#[derive(Debug, Clone, Copy)]
+/// A layer's digest and size, from the hashing pass, and the checksums the
+/// streaming pass must reproduce.
+#[derive(Debug, Clone)]
 struct Hashed {
     digest: Sha256Digest,
     size: u64,
+    /// One per regular file for store layers; one for the whole layer
+    /// otherwise.
+    sums: Vec<u64>,
 }
 
 /// Writes the image described by `spec` to `out` as a docker-archive.
@@ -184,20 +191,21 @@ pub fn write_docker_archive(
         let hashed = match &sources[index] {
             Source::Store { entries, .. } => {
                 let mut sink = HashingWriter::new(io::sink());
-                layer::encode(&parents, entries, &spec.stamp, &mut sink)?;
+                let mut sums = Vec::new();
+                layer::encode(&parents, entries, &spec.stamp, Contents::Record(&mut sums), &mut sink)?;
                 let (digest, size, _) = sink.finish();
-                Hashed { digest, size }
+                Hashed { digest, size, sums }
             }
             Source::Base(layer) => {
                 let base = base.as_ref().expect("base layers come from a base image");
-                let mut sink = HashingWriter::new(io::sink());
+                let mut sink = HashingWriter::new(CountingWriter::new(io::sink(), true));
                 io::copy(&mut base.layer_reader(layer)?, &mut sink).map_err(|e| {
                     Error::BaseImage {
                         path: base.path().to_owned(),
                         problem: format!("reading layer {}: {e}", lossy(&layer.header.name)),
                     }
                 })?;
-                let (digest, size, _) = sink.finish();
+                let (digest, size, counted) = sink.finish();
                 if digest != layer.diff_id {
                     return Err(Error::BaseImage {
                         path: base.path().to_owned(),
@@ -208,12 +216,12 @@ pub fn write_docker_archive(
                         ),
                     });
                 }
-                Hashed { digest, size }
+                Hashed { digest, size, sums: vec![counted.finish().1] }
             }
             Source::Custom(custom) => {
-                let mut sink = HashingWriter::new(io::sink());
+                let mut sink = HashingWriter::new(CountingWriter::new(io::sink(), true));
                 copy_file(&custom.tar_path, &custom.meta, &mut sink)?;
-                let (digest, size, _) = sink.finish();
+                let (digest, size, counted) = sink.finish();
                 if digest != custom.checksum {
                     return Err(Error::Customisation {
                         dir: PathBuf::from(&custom.dir),
@@ -223,7 +231,7 @@ pub fn write_docker_archive(
                         ),
                     });
                 }
-                Hashed { digest, size }
+                Hashed { digest, size, sums: vec![counted.finish().1] }
             }
         };
         progress.line(format_args!(
@@ -357,7 +365,7 @@ fn stream_layers(
             })?;
             ready[i] = Some(result?);
         }
-        let hashed = ready[index].expect("checked above");
+        let hashed = ready[index].take().expect("checked above");
         let layer_no = index + 1;
         progress.line(format_args!(
             "streaming layer {layer_no}/{}: {}",
@@ -407,10 +415,11 @@ fn stream_layers(
             }
         };
         outer.header(&header)?;
-        let mut sink = HashingWriter::new(&mut *outer);
+        let whole_layer_sum = !matches!(source, Source::Store { .. });
+        let mut sink = CountingWriter::new(&mut *outer, whole_layer_sum);
         match source {
             Source::Store { entries, .. } => {
-                layer::encode(parents, entries, &spec.stamp, &mut sink)?;
+                layer::encode(parents, entries, &spec.stamp, Contents::Verify(&hashed.sums), &mut sink)?;
             }
             Source::Base(layer) => {
                 let base = base.expect("base layers come from a base image");
@@ -427,7 +436,7 @@ fn stream_layers(
             }
             Source::Custom(custom) => copy_file(&custom.tar_path, &custom.meta, &mut sink)?,
         }
-        let (digest, size, _) = sink.finish();
+        let (size, sum) = sink.finish();
         if size != hashed.size {
             return Err(Error::SizeMismatch {
                 layer: layer_no,
@@ -435,11 +444,13 @@ fn stream_layers(
                 actual: size,
             });
         }
-        if digest != hashed.digest {
-            return Err(Error::DigestMismatch {
-                layer: layer_no,
-                expected: hashed.digest.hex(),
-                actual: digest.hex(),
+        if whole_layer_sum && hashed.sums != [sum] {
+            return Err(Error::FileChanged {
+                path: match source {
+                    Source::Custom(custom) => custom.tar_path.clone(),
+                    _ => base.map(|b| b.path().to_owned()).unwrap_or_default(),
+                },
+                what: format!("layer {layer_no} read differently the second time"),
             });
         }
         outer.pad(size)?;

@@ -3,9 +3,13 @@
 //! One function, [`encode`], turns a walked layer into the exact bytes of its
 //! `layer.tar`. The image writer calls it twice per layer, once into a hasher
 //! to learn the digest and size the outer archive's header needs, and once
-//! into the output, so the two passes cannot disagree by construction; only
-//! the files can change underneath, and every file is checked against the
-//! identity the walk recorded before and after its contents are read.
+//! into the output. Headers come from the walk, so the two passes cannot
+//! disagree on them; only file contents are read twice. So every file is
+//! checked against the identity (device, inode, size, mtime, ctime) the walk
+//! recorded, before and after it is read, and its contents get a fast
+//! checksum (XXH3) in the hashing pass that the streaming pass must match:
+//! a file that changed in between is named in the error, and the streamed
+//! layer can never differ from its digest.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -30,6 +34,15 @@ pub struct Stamp {
     pub gname: String,
 }
 
+/// What to do with the per-file content checksums.
+#[derive(Debug)]
+pub enum Contents<'a> {
+    /// First pass: record one checksum per regular file, in order.
+    Record(&'a mut Vec<u64>),
+    /// Second pass: each file must match the recorded checksum.
+    Verify(&'a [u64]),
+}
+
 /// Writes the tar archive of a layer: the store's parent directories (mode
 /// 0755), then `entries`, then the end-of-archive padding. Returns the
 /// number of bytes written.
@@ -37,6 +50,7 @@ pub fn encode(
     parents: &[String],
     entries: &[Entry],
     stamp: &Stamp,
+    contents: Contents<'_>,
     out: &mut dyn Write,
 ) -> Result<u64> {
     let mut enc = Encoder {
@@ -44,6 +58,8 @@ pub fn encode(
         offset: 0,
         headers: Vec::with_capacity(64 * 1024),
         scratch: Vec::new(),
+        contents,
+        files: 0,
     };
     for dir in parents {
         enc.header(&Header {
@@ -106,6 +122,8 @@ struct Encoder<'w> {
     /// few large writes.
     headers: Vec<u8>,
     scratch: Vec<u8>,
+    contents: Contents<'w>,
+    files: usize,
 }
 
 const GATHER: usize = 256 * 1024;
@@ -151,6 +169,7 @@ impl Encoder<'_> {
         // that a changed file and a failing sink are reported as such.
         let mut changed_file: Option<Error> = None;
         let mut sink_error: Option<io::Error> = None;
+        let mut checksum = xxhash_rust::xxh3::Xxh3::new();
         let Encoder {
             out,
             headers,
@@ -168,6 +187,7 @@ impl Encoder<'_> {
                 })
             },
             &mut |chunk| {
+                checksum.update(chunk);
                 let mut write = || -> io::Result<()> {
                     if headers.len() + chunk.len() <= GATHER {
                         headers.extend_from_slice(chunk);
@@ -199,6 +219,16 @@ impl Encoder<'_> {
             Ok(()) => {}
         }
         check(&file)?;
+        let sum = checksum.digest();
+        match &mut self.contents {
+            Contents::Record(sums) => sums.push(sum),
+            Contents::Verify(sums) => {
+                if sums.get(self.files) != Some(&sum) {
+                    return Err(changed("its contents changed".into()));
+                }
+            }
+        }
+        self.files += 1;
         let pad = tarheader::data_padding(size);
         self.headers.resize(self.headers.len() + pad, 0);
         self.offset += size + pad as u64;
@@ -236,7 +266,12 @@ mod tests {
         let entries = walk::walk_paths(&paths).unwrap();
         let parents = walk::store_parents(store.to_str().unwrap());
         let mut out = Vec::new();
-        let n = encode(&parents, &entries, &stamp(), &mut out).unwrap();
+        let mut sums = Vec::new();
+        let n = encode(&parents, &entries, &stamp(), Contents::Record(&mut sums), &mut out).unwrap();
+        assert_eq!(sums.len(), 1);
+        let mut again = Vec::new();
+        encode(&parents, &entries, &stamp(), Contents::Verify(&sums), &mut again).unwrap();
+        assert_eq!(again, out);
         assert_eq!(n as usize, out.len());
         assert_eq!(out.len() % tarheader::RECORD, 0);
 
