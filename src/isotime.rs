@@ -93,13 +93,7 @@ pub fn parse(s: &str) -> Result<IsoDateTime, IsoTimeError> {
     }
     let b = s.as_bytes();
     let sep = find_separator(b).ok_or_else(invalid)?;
-    let (year, month, day) = match parse_date(b, sep) {
-        Ok(ymd) => ymd,
-        Err(DateError::Invalid) => return Err(invalid()),
-        Err(DateError::YearOutOfRange(year)) => {
-            return Err(out_of_range(format!("year {year} is out of range")))
-        }
-    };
+    let (year, month, day) = parse_date(b, sep).ok_or_else(invalid)?;
 
     let mut time = ParsedTime::default();
     if b.len() > sep {
@@ -301,11 +295,6 @@ struct ParsedTime {
     offset: Option<(i64, i64)>,
 }
 
-enum DateError {
-    Invalid,
-    YearOutOfRange(u32),
-}
-
 /// Reads like C does from a NUL-terminated buffer: past the end is `\0`.
 fn at(b: &[u8], i: usize) -> u8 {
     b.get(i).copied().unwrap_or(0)
@@ -362,63 +351,60 @@ fn find_separator(b: &[u8]) -> Option<usize> {
     }
 }
 
-fn parse_date(b: &[u8], len: usize) -> Result<(u32, u32, u32), DateError> {
+/// Returns year, month and day, which may still be out of range: like
+/// CPython, that is only checked once the time has parsed.
+fn parse_date(b: &[u8], len: usize) -> Option<(u32, u32, u32)> {
     let mut p = 0;
-    let year = parse_digits(b, &mut p, 4).ok_or(DateError::Invalid)?;
+    let year = parse_digits(b, &mut p, 4)?;
     let dashed = at(b, p) == b'-';
     if dashed {
         p += 1;
     }
     if at(b, p) == b'W' {
         p += 1;
-        let week = parse_digits(b, &mut p, 2).ok_or(DateError::Invalid)?;
+        let week = parse_digits(b, &mut p, 2)?;
         let weekday = if p < len {
             if dashed {
                 if at(b, p) != b'-' {
-                    return Err(DateError::Invalid);
+                    return None;
                 }
                 p += 1;
             }
-            parse_digits(b, &mut p, 1).ok_or(DateError::Invalid)?
+            parse_digits(b, &mut p, 1)?
         } else {
             1
         };
         return iso_week_to_ymd(year, week, weekday);
     }
-    let month = parse_digits(b, &mut p, 2).ok_or(DateError::Invalid)?;
+    let month = parse_digits(b, &mut p, 2)?;
     if dashed {
         if at(b, p) != b'-' {
-            return Err(DateError::Invalid);
+            return None;
         }
         p += 1;
     }
-    let day = parse_digits(b, &mut p, 2).ok_or(DateError::Invalid)?;
-    Ok((year, month, day))
+    let day = parse_digits(b, &mut p, 2)?;
+    Some((year, month, day))
 }
 
-fn iso_week_to_ymd(year: u32, week: u32, weekday: u32) -> Result<(u32, u32, u32), DateError> {
+fn iso_week_to_ymd(year: u32, week: u32, weekday: u32) -> Option<(u32, u32, u32)> {
     let jan1 = days_from_civil(i64::from(year), 1, 1);
     // Monday is 0; 1970-01-01 was a Thursday.
     let jan1_weekday = (jan1 + 3).rem_euclid(7);
     let long_year = jan1_weekday == 3 || (jan1_weekday == 2 && is_leap(year));
-    if !(1..=52).contains(&week) && !(week == 53 && long_year) {
-        return Err(DateError::Invalid);
+    let week_exists = (1..=52).contains(&week) || (week == 53 && long_year);
+    if !week_exists || !(1..=7).contains(&weekday) {
+        return None;
     }
-    if !(1..=7).contains(&weekday) {
-        return Err(DateError::Invalid);
-    }
-    // Every week of ISO year 0 ends before 0001-01-01 (a Monday), and
-    // CPython rejects them all once the week itself has passed its checks.
+    // Every week of ISO year 0 ends before 0001-01-01 (a Monday); CPython
+    // computes some impossible date for them, rejected after the time.
     if year == 0 {
-        return Err(DateError::YearOutOfRange(0));
+        return Some((0, 1, 1));
     }
     let week1_monday = jan1 - jan1_weekday + if jan1_weekday > 3 { 7 } else { 0 };
     let days = week1_monday + i64::from((week - 1) * 7 + weekday - 1);
     let (y, m, d) = civil_from_days(days);
-    if y > 9999 {
-        return Err(DateError::YearOutOfRange(y as u32));
-    }
-    Ok((y as u32, m, d))
+    Some((y as u32, m, d))
 }
 
 /// Parses `HH[:MM[:SS[.fff]]]` between `start` and `end`; the flag is true

@@ -47,12 +47,7 @@ pub fn float_repr(x: f64) -> String {
     if x == 0.0 {
         return format!("{sign}0.0");
     }
-    // Rust's `{:e}` prints the shortest round-tripping digits, the same
-    // digits CPython's dtoa picks; only the layout differs.
-    let sci = format!("{:e}", x.abs());
-    let (mantissa, exp) = sci.split_once('e').expect("`{:e}` output has an 'e'");
-    let exp: i32 = exp.parse().expect("`{:e}` exponent is an integer");
-    let digits: String = mantissa.chars().filter(|&c| c != '.').collect();
+    let (digits, exp) = shortest_digits(x.abs());
 
     let mut out = String::from(sign);
     if !(-4..16).contains(&exp) {
@@ -81,6 +76,68 @@ pub fn float_repr(x: f64) -> String {
         }
     }
     out
+}
+
+/// The shortest decimal digits that round-trip to `x` (positive, finite)
+/// and the decimal exponent of the first digit.
+///
+/// Rust's `{:e}` finds the same shortest digits as CPython's dtoa, except
+/// when `x` lies exactly halfway between two shortest candidates: Rust
+/// rounds the last digit up, dtoa to even (70400000000000.625 prints as
+/// `70400000000000.62` in Python).
+fn shortest_digits(x: f64) -> (String, i32) {
+    let (digits, exp) = split_sci(&format!("{x:e}"));
+    let n = digits.len();
+    // A tie needs an exact expansion of n + 1 digits ending in 5; rounding
+    // to n + 1 digits is a cheap filter before the exact expansion (at most
+    // 767 significant digits for a double).
+    if !split_sci(&format!("{x:.n$e}")).0.ends_with('5') {
+        return (digits, exp);
+    }
+    let (exact, exact_exp) = split_sci(&format!("{x:.800e}"));
+    let exact = exact.trim_end_matches('0');
+    if exact.len() != n + 1 || !exact.ends_with('5') {
+        return (digits, exp);
+    }
+    let lower = &exact[..n];
+    let last = lower.as_bytes()[n - 1] - b'0';
+    let (even, even_exp) = if last % 2 == 0 {
+        (lower.to_owned(), exact_exp)
+    } else {
+        increment_digits(lower, exact_exp)
+    };
+    let candidate = format!("{}.{}e{even_exp}", &even[..1], &even[1..]);
+    if candidate.parse::<f64>() == Ok(x) {
+        let trimmed = even.trim_end_matches('0');
+        (trimmed.to_owned(), even_exp)
+    } else {
+        (digits, exp)
+    }
+}
+
+/// Splits Rust's `{:e}` output into its digits (without the point) and the
+/// exponent.
+fn split_sci(sci: &str) -> (String, i32) {
+    let (mantissa, exp) = sci.split_once('e').expect("`{:e}` output has an 'e'");
+    let exp = exp.parse().expect("`{:e}` exponent is an integer");
+    (mantissa.chars().filter(|&c| c != '.').collect(), exp)
+}
+
+/// Adds one unit in the last place to a digit string, carrying into a new
+/// leading digit (and exponent) when all digits are 9.
+fn increment_digits(digits: &str, exp: i32) -> (String, i32) {
+    let mut bytes = digits.as_bytes().to_vec();
+    for b in bytes.iter_mut().rev() {
+        if *b == b'9' {
+            *b = b'0';
+        } else {
+            *b += 1;
+            return (String::from_utf8(bytes).expect("ASCII digits"), exp);
+        }
+    }
+    bytes.insert(0, b'1');
+    bytes.pop();
+    (String::from_utf8(bytes).expect("ASCII digits"), exp + 1)
 }
 
 fn push_value(out: &mut String, value: &Value, level: usize) {
@@ -280,5 +337,11 @@ mod tests {
         assert_eq!(float_repr(1e22), "1e+22");
         assert_eq!(float_repr(9999999999999998.0), "9999999999999998.0");
         assert_eq!(float_repr(f64::MIN_POSITIVE), "2.2250738585072014e-308");
+        // Exactly halfway between two shortest candidates: the even one.
+        // The literals spell out the exact binary values on purpose.
+        #[allow(clippy::excessive_precision)]
+        let (tie_down, tie_up) = (70400000000000.625, 70400000000000.375);
+        assert_eq!(float_repr(tie_down), "70400000000000.62");
+        assert_eq!(float_repr(tie_up), "70400000000000.38");
     }
 }
