@@ -283,14 +283,31 @@ fn index<R: Read>(
     entries: io::Result<tar::Entries<'_, R>>,
 ) -> io::Result<HashMap<Vec<u8>, Member>> {
     let mut members: HashMap<Vec<u8>, Member> = HashMap::new();
+    // Like tarfile, a global header's records apply to every later member,
+    // ahead of the member's own.
+    let mut global: Vec<(String, Vec<u8>)> = Vec::new();
     for entry in entries? {
         let mut entry = entry?;
-        let mut pax = Vec::new();
+        if entry.header().entry_type() == tar::EntryType::XGlobalHeader {
+            if entry.size() > MAX_JSON {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "implausibly large global header",
+                ));
+            }
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data)?;
+            for (key, value) in parse_pax_records(&data)? {
+                upsert(&mut global, key, value);
+            }
+            continue;
+        }
+        let mut pax = global.clone();
         if let Some(exts) = entry.pax_extensions()? {
             for ext in exts {
                 let ext = ext?;
                 let key = String::from_utf8_lossy(ext.key_bytes()).into_owned();
-                pax.push((key, ext.value_bytes().to_vec()));
+                upsert(&mut pax, key, ext.value_bytes().to_vec());
             }
         }
         let h = entry.header();
@@ -337,4 +354,36 @@ fn index<R: Read>(
         members.insert(member.header.name.clone(), member);
     }
     Ok(members)
+}
+
+/// Sets `key` like a Python dict would: in place if present, else at the end.
+fn upsert(records: &mut Vec<(String, Vec<u8>)>, key: String, value: Vec<u8>) {
+    match records.iter_mut().find(|(k, _)| *k == key) {
+        Some(slot) => slot.1 = value,
+        None => records.push((key, value)),
+    }
+}
+
+/// Parses `"<len> <key>=<value>\n"` records.
+fn parse_pax_records(mut data: &[u8]) -> io::Result<Vec<(String, Vec<u8>)>> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed pax header");
+    let mut out = Vec::new();
+    while !data.is_empty() && data[0] != 0 {
+        let space = data.iter().position(|&b| b == b' ').ok_or_else(bad)?;
+        let len: usize = std::str::from_utf8(&data[..space])
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(bad)?;
+        if len <= space + 1 || len > data.len() || data[len - 1] != b'\n' {
+            return Err(bad());
+        }
+        let record = &data[space + 1..len - 1];
+        let eq = record.iter().position(|&b| b == b'=').ok_or_else(bad)?;
+        out.push((
+            String::from_utf8_lossy(&record[..eq]).into_owned(),
+            record[eq + 1..].to_vec(),
+        ));
+        data = &data[len..];
+    }
+    Ok(out)
 }

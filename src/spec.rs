@@ -119,9 +119,30 @@ impl Spec {
         let architecture = required("architecture")?.clone();
         let config = required("config")?.clone();
         let created = time("created", required("created")?)?;
-        let mtime = match map.get("mtime") {
-            None => created.unix_seconds(),
-            Some(v) => time("mtime", v)?.unix_seconds(),
+        let mtime_key = if map.contains_key("mtime") {
+            "mtime"
+        } else {
+            "created"
+        };
+        let mtime_time = match map.get("mtime") {
+            None => created,
+            Some(v) => time("mtime", v)?,
+        };
+        let mtime = match mtime_time.utc_offset_micros {
+            Some(_) => mtime_time.unix_seconds(),
+            None => {
+                let tz = std::env::var("TZ").unwrap_or_default();
+                let offset = local_offset_seconds(&tz).ok_or_else(|| {
+                    key_err(
+                        mtime_key,
+                        format!(
+                            "a time without a UTC offset is local time, and TZ={tz:?} is not a \
+                             fixed offset; write the time with an offset such as \"Z\""
+                        ),
+                    )
+                })?;
+                mtime_time.unix_seconds() - offset
+            }
         };
         let stamp = Stamp {
             mtime,
@@ -183,6 +204,40 @@ impl Spec {
             repo_tag: map.get("repo_tag").cloned(),
         })
     }
+}
+
+/// The local time's offset east of UTC, in seconds, for a POSIX `TZ`
+/// value without daylight saving rules (`UTC0`, `IST-5:30`, `<+03>-3`).
+/// An empty or unset `TZ` means UTC: that is the case in Nix and Guix build
+/// sandboxes, which have no `/etc/localtime` either. Zone names and rules
+/// with daylight saving time give `None`.
+pub fn local_offset_seconds(tz: &str) -> Option<i64> {
+    let tz = tz.strip_prefix(':').unwrap_or(tz);
+    if tz.is_empty() || tz == "UTC" || tz == "GMT" {
+        return Some(0);
+    }
+    let rest = if let Some(quoted) = tz.strip_prefix('<') {
+        &quoted[quoted.find('>')? + 1..]
+    } else {
+        let name_len = tz.bytes().take_while(u8::is_ascii_alphabetic).count();
+        if name_len < 3 {
+            return None;
+        }
+        &tz[name_len..]
+    };
+    let (sign, rest) = match rest.as_bytes().first()? {
+        b'-' => (1, &rest[1..]),
+        b'+' => (-1, &rest[1..]),
+        _ => (-1, rest),
+    };
+    let mut seconds = 0i64;
+    for (i, part) in rest.split(':').enumerate() {
+        if i > 2 || part.is_empty() || part.len() > 2 || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        seconds += part.parse::<i64>().ok()? * [3600, 60, 1][i];
+    }
+    Some(sign * seconds)
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -249,6 +304,17 @@ mod tests {
     fn invalid_json_gives_line_and_column() {
         let e = parse("{\n  \"a\": 1,\n  oops\n}").unwrap_err();
         assert!(e.to_string().contains("line 3, column 3"), "{e}");
+    }
+
+    #[test]
+    fn posix_tz_offsets() {
+        assert_eq!(local_offset_seconds(""), Some(0));
+        assert_eq!(local_offset_seconds("UTC0"), Some(0));
+        assert_eq!(local_offset_seconds("IST-5:30"), Some(5 * 3600 + 30 * 60));
+        assert_eq!(local_offset_seconds("EST5"), Some(-5 * 3600));
+        assert_eq!(local_offset_seconds("<+03>-3"), Some(3 * 3600));
+        assert_eq!(local_offset_seconds("EST5EDT,M3.2.0,M11.1.0"), None);
+        assert_eq!(local_offset_seconds("Europe/Paris"), None);
     }
 
     #[test]
