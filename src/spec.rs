@@ -83,9 +83,16 @@ impl Spec {
         let int = |key: &str, default: i64| -> Result<i64> {
             match map.get(key) {
                 None => Ok(default),
+                // Python's int() truncates floats and accepts booleans.
                 Some(Value::Number(n)) => n
                     .as_i64()
+                    .or_else(|| {
+                        n.as_f64()
+                            .filter(|f| f.abs() < 9.2e18)
+                            .map(|f| f.trunc() as i64)
+                    })
                     .ok_or_else(|| key_err(key, format!("expected an integer, found {n}"))),
+                Some(Value::Bool(b)) => Ok(i64::from(*b)),
                 Some(Value::String(s)) if s.trim().parse::<i64>().is_ok() => {
                     Ok(s.trim().parse().unwrap_or(default))
                 }
@@ -184,7 +191,9 @@ impl Spec {
                         format!("expected a store path, found {}", kind(p)),
                     ));
                 };
-                norm.push(walk::check_store_path(p, &store_dir)?);
+                let checked = walk::check_store_path(p, &store_dir)
+                    .map_err(|e| key_err(&format!("store_layers[{i}][{j}]"), e.to_string()))?;
+                norm.push(checked);
                 raw.push(p.clone());
             }
             store_layers.push(raw);
@@ -320,6 +329,10 @@ mod tests {
     #[test]
     fn paths_outside_the_store_are_rejected() {
         let e = parse(&MINIMAL.replace("/nix/store/abc-x", "/etc/passwd")).unwrap_err();
-        assert!(matches!(e, Error::OutsideStore { .. }), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("store_layers[0][0]") && text.contains("not inside store_dir"),
+            "{e}"
+        );
     }
 }
