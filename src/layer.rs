@@ -13,6 +13,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 
 use crate::error::{Error, Result};
 use crate::filedata;
@@ -165,61 +166,22 @@ impl Encoder<'_> {
         check(&file)?;
 
         let size = expected.size;
-        // The chunk reader speaks io::Error; these keep our own errors, so
-        // that a changed file and a failing sink are reported as such.
-        let mut changed_file: Option<Error> = None;
-        let mut sink_error: Option<io::Error> = None;
-        let mut checksum = xxhash_rust::xxh3::Xxh3::new();
-        let Encoder {
-            out,
-            headers,
-            scratch,
-            ..
-        } = self;
-        let result = filedata::for_each_chunk(
-            &file,
-            size,
-            scratch,
-            &mut || {
-                check(&file).map_err(|e| {
-                    changed_file = Some(e);
-                    io::Error::other("file changed")
-                })
-            },
-            &mut |chunk| {
-                checksum.update(chunk);
-                let mut write = || -> io::Result<()> {
-                    if headers.len() + chunk.len() <= GATHER {
-                        headers.extend_from_slice(chunk);
-                        return Ok(());
-                    }
-                    if !headers.is_empty() {
-                        out.write_all(headers)?;
-                        headers.clear();
-                    }
-                    out.write_all(chunk)
-                };
-                write().map_err(|e| {
-                    sink_error = Some(e);
-                    io::Error::other("output failed")
-                })
-            },
-        );
-        if let Some(e) = changed_file {
-            return Err(e);
+        let sum = if size <= filedata::READ_LIMIT {
+            self.small_file(&file, size)
+        } else {
+            self.large_file(&file, size, &check)
         }
-        if let Some(e) = sink_error {
-            return Err(Error::Output(e));
-        }
-        match result {
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                return Err(changed("it became shorter".into()))
+        .map_err(|e| match e {
+            ContentError::Changed(e) => e,
+            ContentError::Sink(e) => Error::Output(e),
+            ContentError::Read(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                changed("it became shorter".into())
             }
-            Err(e) => return Err(Error::io(path, "reading", e)),
-            Ok(()) => {}
-        }
-        check(&file)?;
-        let sum = checksum.digest();
+            ContentError::Read(e) => Error::io(path, "reading", e),
+        })?;
+        // No second identity check after reading: if the file changes
+        // during either pass, the next look at it (the streaming pass's
+        // identity check, or the checksum comparison below) fails.
         match &mut self.contents {
             Contents::Record(sums) => sums.push(sum),
             Contents::Verify(sums) => {
@@ -236,6 +198,90 @@ impl Encoder<'_> {
             self.flush_headers()?;
         }
         Ok(())
+    }
+}
+
+/// How copying a file's contents failed.
+enum ContentError {
+    /// The file no longer matches its walk-time identity.
+    Changed(Error),
+    /// The output failed.
+    Sink(io::Error),
+    /// Reading the file failed.
+    Read(io::Error),
+}
+
+impl Encoder<'_> {
+    /// Reads a small file straight into the gather buffer; returns its
+    /// checksum.
+    fn small_file(&mut self, file: &File, size: u64) -> std::result::Result<u64, ContentError> {
+        let size = size as usize;
+        if self.headers.len() + size > GATHER {
+            self.out
+                .write_all(&self.headers)
+                .map_err(ContentError::Sink)?;
+            self.headers.clear();
+        }
+        let start = self.headers.len();
+        self.headers.resize(start + size, 0);
+        if let Err(e) = file.read_exact_at(&mut self.headers[start..], 0) {
+            self.headers.truncate(start);
+            return Err(ContentError::Read(e));
+        }
+        Ok(xxhash_rust::xxh3::xxh3_64(&self.headers[start..]))
+    }
+
+    /// Streams a large file window by window; returns its checksum.
+    fn large_file(
+        &mut self,
+        file: &File,
+        size: u64,
+        check: &dyn Fn(&File) -> Result<()>,
+    ) -> std::result::Result<u64, ContentError> {
+        // The chunk reader speaks io::Error; these keep our own errors, so
+        // that a changed file and a failing sink are reported as such.
+        let mut changed_file: Option<Error> = None;
+        let mut sink_error: Option<io::Error> = None;
+        let mut checksum = xxhash_rust::xxh3::Xxh3::new();
+        let Encoder {
+            out,
+            headers,
+            scratch,
+            ..
+        } = self;
+        let result = filedata::for_each_chunk(
+            file,
+            size,
+            scratch,
+            &mut || {
+                check(file).map_err(|e| {
+                    changed_file = Some(e);
+                    io::Error::other("file changed")
+                })
+            },
+            &mut |chunk| {
+                checksum.update(chunk);
+                let mut write = || -> io::Result<()> {
+                    if !headers.is_empty() {
+                        out.write_all(headers)?;
+                        headers.clear();
+                    }
+                    out.write_all(chunk)
+                };
+                write().map_err(|e| {
+                    sink_error = Some(e);
+                    io::Error::other("output failed")
+                })
+            },
+        );
+        if let Some(e) = changed_file {
+            return Err(ContentError::Changed(e));
+        }
+        if let Some(e) = sink_error {
+            return Err(ContentError::Sink(e));
+        }
+        result.map_err(ContentError::Read)?;
+        Ok(checksum.digest())
     }
 }
 
@@ -267,10 +313,24 @@ mod tests {
         let parents = walk::store_parents(store.to_str().unwrap());
         let mut out = Vec::new();
         let mut sums = Vec::new();
-        let n = encode(&parents, &entries, &stamp(), Contents::Record(&mut sums), &mut out).unwrap();
+        let n = encode(
+            &parents,
+            &entries,
+            &stamp(),
+            Contents::Record(&mut sums),
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(sums.len(), 1);
         let mut again = Vec::new();
-        encode(&parents, &entries, &stamp(), Contents::Verify(&sums), &mut again).unwrap();
+        encode(
+            &parents,
+            &entries,
+            &stamp(),
+            Contents::Verify(&sums),
+            &mut again,
+        )
+        .unwrap();
         assert_eq!(again, out);
         assert_eq!(n as usize, out.len());
         assert_eq!(out.len() % tarheader::RECORD, 0);

@@ -113,14 +113,14 @@ pub fn main(args: Vec<OsString>) -> anyhow::Result<()> {
                 .as_fd()
                 .try_clone_to_owned()
                 .context("duplicating stdout")?;
-            let mut out = BufWriter::with_capacity(1 << 20, File::from(fd));
+            let mut out = BufWriter::with_capacity(128 << 10, File::from(fd));
             image::write_docker_archive(&spec, &options, &mut out, &progress)?;
             out.flush().map_err(stream_layered_image::Error::Output)?;
         }
         Some(path) => {
             let file = File::create(&path)
                 .map_err(|e| stream_layered_image::Error::io(&path, "creating output", e))?;
-            let mut out = BufWriter::with_capacity(1 << 20, file);
+            let mut out = BufWriter::with_capacity(128 << 10, file);
             let result = image::write_docker_archive(&spec, &options, &mut out, &progress)
                 .and_then(|_| out.flush().map_err(stream_layered_image::Error::Output));
             if let Err(e) = result {
