@@ -166,6 +166,11 @@ pub fn write_docker_archive(
         .map(|paths| walk::walk_paths(paths))
         .collect::<Result<_>>()?;
 
+    progress.line(format_args!(
+        "walked {} store layers: {} entries",
+        walked.len(),
+        walked.iter().map(Vec::len).sum::<usize>()
+    ));
     let mut sources: Vec<Source<'_>> = Vec::new();
     if let Some(base) = &base {
         sources.extend(base.layers.iter().map(Source::Base));

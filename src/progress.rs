@@ -27,7 +27,7 @@ impl Progress {
     /// must never be the reason an image is not written.
     pub fn line(&self, text: std::fmt::Arguments<'_>) {
         if !self.quiet {
-            let _ = writeln!(std::io::stderr().lock(), "{text}");
+            let _ = writeln!(std::io::stderr().lock(), "[{:6.2}s] {text}", self.elapsed());
         }
     }
 

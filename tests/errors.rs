@@ -422,8 +422,8 @@ fn change_during_run(mutate: impl FnOnce(&Path)) -> (Output, Vec<u8>) {
     let (mut hashed_two, mut streaming_one) = (false, false);
     while !(hashed_two && streaming_one) {
         let line = lines.next().expect("progress line").unwrap();
-        hashed_two |= line.starts_with("hashed layer 2/2");
-        streaming_one |= line.starts_with("streaming layer 1/2");
+        hashed_two |= line.contains("] hashed layer 2/2");
+        streaming_one |= line.contains("] streaming layer 1/2");
         log.push_str(&line);
         log.push('\n');
     }
@@ -498,7 +498,7 @@ fn quiet_silences_progress_and_default_reports_it() {
     assert!(stderr.contains("streaming layer 1/1"), "{stderr}");
     let last = stderr.lines().last().unwrap();
     assert!(
-        last.starts_with("done: 1 layers,") && last.contains("MB/s"),
+        last.contains("] done: 1 layers,") && last.contains("MB/s"),
         "{last}"
     );
     let quiet = run(&[Path::new("--quiet"), &spec]);
