@@ -191,13 +191,26 @@ pub fn write_docker_archive(
         ));
     }
 
+    let estimates: Vec<u64> = sources.iter().map(estimate_size).collect();
     let hasher = |index: usize| -> Result<Hashed> {
         let started = Instant::now();
+        progress.line(format_args!(
+            "hashing layer {}/{total_layers}: {}, about {}",
+            index + 1,
+            describe(&sources[index]),
+            human_bytes(estimates[index])
+        ));
         let hashed = match &sources[index] {
             Source::Store { entries, .. } => {
                 let mut sink = HashingWriter::new(io::sink());
                 let mut sums = Vec::new();
-                layer::encode(&parents, entries, &spec.stamp, Contents::Record(&mut sums), &mut sink)?;
+                layer::encode(
+                    &parents,
+                    entries,
+                    &spec.stamp,
+                    Contents::Record(&mut sums),
+                    &mut sink,
+                )?;
                 let (digest, size, _) = sink.finish();
                 Hashed { digest, size, sums }
             }
@@ -221,7 +234,11 @@ pub fn write_docker_archive(
                         ),
                     });
                 }
-                Hashed { digest, size, sums: vec![counted.finish().1] }
+                Hashed {
+                    digest,
+                    size,
+                    sums: vec![counted.finish().1],
+                }
             }
             Source::Custom(custom) => {
                 let mut sink = HashingWriter::new(CountingWriter::new(io::sink(), true));
@@ -236,7 +253,11 @@ pub fn write_docker_archive(
                         ),
                     });
                 }
-                Hashed { digest, size, sums: vec![counted.finish().1] }
+                Hashed {
+                    digest,
+                    size,
+                    sums: vec![counted.finish().1],
+                }
             }
         };
         progress.line(format_args!(
@@ -249,8 +270,7 @@ pub fn write_docker_archive(
         Ok(hashed)
     };
 
-    let estimates: Vec<u64> = sources.iter().map(estimate_size).collect();
-    let schedule = Schedule::new(estimates);
+    let schedule = Schedule::new(estimates.clone());
     let (tx, rx) = crossbeam_channel::unbounded::<(usize, Result<Hashed>)>();
     let mut outer = OuterTar {
         out,
@@ -424,7 +444,13 @@ fn stream_layers(
         let mut sink = CountingWriter::new(&mut *outer, whole_layer_sum);
         match source {
             Source::Store { entries, .. } => {
-                layer::encode(parents, entries, &spec.stamp, Contents::Verify(&hashed.sums), &mut sink)?;
+                layer::encode(
+                    parents,
+                    entries,
+                    &spec.stamp,
+                    Contents::Verify(&hashed.sums),
+                    &mut sink,
+                )?;
             }
             Source::Base(layer) => {
                 let base = base.expect("base layers come from a base image");
@@ -532,6 +558,19 @@ fn copy_file(path: &Path, meta: &std::fs::Metadata, sink: &mut dyn Write) -> Res
             path: path.to_owned(),
             what: e.to_string(),
         })
+}
+
+/// What a layer holds, for progress lines.
+fn describe(source: &Source<'_>) -> String {
+    match source {
+        Source::Base(layer) => format!("base image layer {}", lossy(&layer.header.name)),
+        Source::Store { spec_paths, .. } => match &spec_paths[..] {
+            [] => "no store paths".into(),
+            [only] => only.clone(),
+            [first, rest @ ..] => format!("{first} and {} more store paths", rest.len()),
+        },
+        Source::Custom(custom) => format!("customisation layer {}", custom.dir),
+    }
 }
 
 /// A rough size, used only to start the longest hashing jobs first.
