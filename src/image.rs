@@ -27,8 +27,8 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -105,8 +105,12 @@ impl CustomLayer {
 enum Source<'a> {
     Base(&'a BaseLayer),
     Store {
+        /// The paths as the spec wrote them.
         spec_paths: &'a [String],
-        entries: Vec<Entry>,
+        /// The same, normalised.
+        paths: &'a [String],
+        /// Filled in by the walk, which runs in the worker pool.
+        entries: OnceLock<Vec<Entry>>,
     },
     Custom(&'a CustomLayer),
 }
@@ -160,25 +164,15 @@ pub fn write_docker_archive(
     let config = overlay_base_config(base.as_ref(), spec.config.clone())?;
 
     let parents = walk::store_parents(&spec.store_dir);
-    let walked: Vec<Vec<Entry>> = spec
-        .store_layer_paths
-        .par_iter()
-        .map(|paths| walk::walk_paths(paths))
-        .collect::<Result<_>>()?;
-
-    progress.line(format_args!(
-        "walked {} store layers: {} entries",
-        walked.len(),
-        walked.iter().map(Vec::len).sum::<usize>()
-    ));
     let mut sources: Vec<Source<'_>> = Vec::new();
     if let Some(base) = &base {
         sources.extend(base.layers.iter().map(Source::Base));
     }
-    for (spec_paths, entries) in spec.store_layers.iter().zip(walked) {
+    for (spec_paths, paths) in spec.store_layers.iter().zip(&spec.store_layer_paths) {
         sources.push(Source::Store {
             spec_paths,
-            entries,
+            paths,
+            entries: OnceLock::new(),
         });
     }
     if let Some(custom) = &custom {
@@ -191,17 +185,17 @@ pub fn write_docker_archive(
         ));
     }
 
-    let estimates: Vec<u64> = sources.iter().map(estimate_size).collect();
     let hasher = |index: usize| -> Result<Hashed> {
         let started = Instant::now();
         progress.line(format_args!(
             "hashing layer {}/{total_layers}: {}, about {}",
             index + 1,
             describe(&sources[index]),
-            human_bytes(estimates[index])
+            human_bytes(estimate_size(&sources[index]))
         ));
         let hashed = match &sources[index] {
             Source::Store { entries, .. } => {
+                let entries = entries.get().expect("hashed only once walked");
                 let mut sink = HashingWriter::new(io::sink());
                 let mut sums = Vec::new();
                 layer::encode(
@@ -270,7 +264,7 @@ pub fn write_docker_archive(
         Ok(hashed)
     };
 
-    let schedule = Schedule::new(estimates.clone());
+    let schedule = Schedule::new(&sources);
     let (tx, rx) = crossbeam_channel::unbounded::<(usize, Result<Hashed>)>();
     let mut outer = OuterTar {
         out,
@@ -282,10 +276,20 @@ pub fn write_docker_archive(
         let workers = rayon::current_num_threads().max(1);
         let schedule = &schedule;
         let hasher = &hasher;
+        let sources = &sources;
         scope.spawn(move || {
             (0..workers).into_par_iter().for_each(|_| {
-                while let Some(index) = schedule.next() {
-                    let result = hasher(index);
+                while let Some(job) = schedule.next() {
+                    let (index, result) = match job {
+                        Job::Walk(index) => match walk_layer(&sources[index], progress) {
+                            Ok(estimate) => {
+                                schedule.walked(index, estimate);
+                                continue;
+                            }
+                            Err(e) => (index, Err(e)),
+                        },
+                        Job::Hash(index) => (index, hasher(index)),
+                    };
                     let failed = result.is_err();
                     if tx.send((index, result)).is_err() || failed {
                         schedule.stop();
@@ -444,6 +448,7 @@ fn stream_layers(
         let mut sink = CountingWriter::new(&mut *outer, whole_layer_sum);
         match source {
             Source::Store { entries, .. } => {
+                let entries = entries.get().expect("streamed only once hashed");
                 layer::encode(
                     parents,
                     entries,
@@ -579,6 +584,8 @@ fn estimate_size(source: &Source<'_>) -> u64 {
         Source::Base(layer) => layer.size,
         Source::Custom(custom) => custom.meta.len(),
         Source::Store { entries, .. } => entries
+            .get()
+            .map_or(&[][..], Vec::as_slice)
             .iter()
             .map(|e| match &e.kind {
                 walk::EntryKind::File(id) => 512 + id.size,
@@ -655,46 +662,119 @@ fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Decides which layer a free hashing worker takes next.
+/// Walks a store layer (other layers need no walk) and returns its
+/// estimated size.
+fn walk_layer(source: &Source<'_>, progress: &Progress) -> Result<u64> {
+    if let Source::Store { paths, entries, .. } = source {
+        let walked = walk::walk_paths(paths)?;
+        progress.line(format_args!(
+            "walked {}: {} entries",
+            describe(source),
+            walked.len()
+        ));
+        let _ = entries.set(walked);
+    }
+    Ok(estimate_size(source))
+}
+
+/// Work for the pool.
+#[derive(Debug, Clone, Copy)]
+enum Job {
+    Walk(usize),
+    Hash(usize),
+}
+
+/// Decides what a free worker does next.
+///
+/// Walks come first, since a layer can only be hashed once walked, and the
+/// long walks (trees of many small files) then overlap with hashing the
+/// layers already walked, except that the layer the stream is waiting for
+/// is hashed as soon as it can be. Among walked layers: the one being
+/// streamed, then the next one, then the largest.
 struct Schedule {
-    taken: Mutex<Vec<bool>>,
-    by_size: Vec<usize>,
+    state: Mutex<ScheduleState>,
+    changed: Condvar,
     streaming: AtomicUsize,
-    stopped: AtomicBool,
+}
+
+struct ScheduleState {
+    walk_taken: Vec<bool>,
+    /// Estimated size of each layer once walked.
+    walked: Vec<Option<u64>>,
+    hash_taken: Vec<bool>,
+    stopped: bool,
 }
 
 impl Schedule {
-    fn new(estimates: Vec<u64>) -> Self {
-        let mut by_size: Vec<usize> = (0..estimates.len()).collect();
-        by_size.sort_by_key(|&i| std::cmp::Reverse(estimates[i]));
+    fn new(sources: &[Source<'_>]) -> Self {
+        let n = sources.len();
         Schedule {
-            taken: Mutex::new(vec![false; estimates.len()]),
-            by_size,
+            state: Mutex::new(ScheduleState {
+                walk_taken: vec![false; n],
+                walked: vec![None; n],
+                hash_taken: vec![false; n],
+                stopped: false,
+            }),
+            changed: Condvar::new(),
             streaming: AtomicUsize::new(0),
-            stopped: AtomicBool::new(false),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ScheduleState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn streaming(&self, index: usize) {
         self.streaming.store(index, Ordering::Relaxed);
     }
 
-    fn stop(&self) {
-        self.stopped.store(true, Ordering::Relaxed);
+    fn walked(&self, index: usize, estimate: u64) {
+        self.lock().walked[index] = Some(estimate);
+        self.changed.notify_all();
     }
 
-    fn next(&self) -> Option<usize> {
-        if self.stopped.load(Ordering::Relaxed) {
-            return None;
+    fn stop(&self) {
+        self.lock().stopped = true;
+        self.changed.notify_all();
+    }
+
+    fn next(&self) -> Option<Job> {
+        let mut st = self.lock();
+        loop {
+            if st.stopped {
+                return None;
+            }
+            let at = self.streaming.load(Ordering::Relaxed);
+            let hashable = |st: &ScheduleState, i: usize| {
+                i < st.walked.len() && st.walked[i].is_some() && !st.hash_taken[i]
+            };
+            let job = if hashable(&st, at) {
+                Some(Job::Hash(at))
+            } else if let Some(i) = st.walk_taken.iter().position(|t| !t) {
+                Some(Job::Walk(i))
+            } else if hashable(&st, at + 1) {
+                Some(Job::Hash(at + 1))
+            } else {
+                (0..st.walked.len())
+                    .filter(|&i| hashable(&st, i))
+                    .max_by_key(|&i| (st.walked[i], std::cmp::Reverse(i)))
+                    .map(Job::Hash)
+            };
+            match job {
+                Some(Job::Walk(i)) => {
+                    st.walk_taken[i] = true;
+                    return Some(Job::Walk(i));
+                }
+                Some(Job::Hash(i)) => {
+                    st.hash_taken[i] = true;
+                    return Some(Job::Hash(i));
+                }
+                None if st.walked.iter().any(Option::is_none) => {
+                    st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+                }
+                None => return None,
+            }
         }
-        let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
-        let at = self.streaming.load(Ordering::Relaxed);
-        let pick = [at, at + 1]
-            .into_iter()
-            .find(|&i| i < taken.len() && !taken[i])
-            .or_else(|| self.by_size.iter().copied().find(|&i| !taken[i]))?;
-        taken[pick] = true;
-        Some(pick)
     }
 }
 
