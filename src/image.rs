@@ -298,7 +298,7 @@ pub fn write_docker_archive(
             });
         });
         let result = stream_layers(
-            &sources,
+            sources,
             base.as_ref(),
             &parents,
             spec,
