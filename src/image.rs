@@ -27,8 +27,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -42,6 +41,7 @@ use crate::layer::{self, Contents};
 use crate::progress::{human_bytes, Progress};
 use crate::pyjson;
 use crate::pyrepr;
+use crate::schedule::{Job, Schedule};
 use crate::spec::Spec;
 use crate::tarheader::{self, EntryType, Header};
 use crate::walk::{self, Entry, FileIdentity};
@@ -264,7 +264,7 @@ pub fn write_docker_archive(
         Ok(hashed)
     };
 
-    let schedule = Schedule::new(&sources);
+    let schedule = Schedule::new(sources.len());
     let (tx, rx) = crossbeam_channel::unbounded::<(usize, Result<Hashed>)>();
     let mut outer = OuterTar {
         out,
@@ -675,107 +675,6 @@ fn walk_layer(source: &Source<'_>, progress: &Progress) -> Result<u64> {
         let _ = entries.set(walked);
     }
     Ok(estimate_size(source))
-}
-
-/// Work for the pool.
-#[derive(Debug, Clone, Copy)]
-enum Job {
-    Walk(usize),
-    Hash(usize),
-}
-
-/// Decides what a free worker does next.
-///
-/// Walks come first, since a layer can only be hashed once walked, and the
-/// long walks (trees of many small files) then overlap with hashing the
-/// layers already walked, except that the layer the stream is waiting for
-/// is hashed as soon as it can be. Among walked layers: the one being
-/// streamed, then the next one, then the largest.
-struct Schedule {
-    state: Mutex<ScheduleState>,
-    changed: Condvar,
-    streaming: AtomicUsize,
-}
-
-struct ScheduleState {
-    walk_taken: Vec<bool>,
-    /// Estimated size of each layer once walked.
-    walked: Vec<Option<u64>>,
-    hash_taken: Vec<bool>,
-    stopped: bool,
-}
-
-impl Schedule {
-    fn new(sources: &[Source<'_>]) -> Self {
-        let n = sources.len();
-        Schedule {
-            state: Mutex::new(ScheduleState {
-                walk_taken: vec![false; n],
-                walked: vec![None; n],
-                hash_taken: vec![false; n],
-                stopped: false,
-            }),
-            changed: Condvar::new(),
-            streaming: AtomicUsize::new(0),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, ScheduleState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn streaming(&self, index: usize) {
-        self.streaming.store(index, Ordering::Relaxed);
-    }
-
-    fn walked(&self, index: usize, estimate: u64) {
-        self.lock().walked[index] = Some(estimate);
-        self.changed.notify_all();
-    }
-
-    fn stop(&self) {
-        self.lock().stopped = true;
-        self.changed.notify_all();
-    }
-
-    fn next(&self) -> Option<Job> {
-        let mut st = self.lock();
-        loop {
-            if st.stopped {
-                return None;
-            }
-            let at = self.streaming.load(Ordering::Relaxed);
-            let hashable = |st: &ScheduleState, i: usize| {
-                i < st.walked.len() && st.walked[i].is_some() && !st.hash_taken[i]
-            };
-            let job = if hashable(&st, at) {
-                Some(Job::Hash(at))
-            } else if let Some(i) = st.walk_taken.iter().position(|t| !t) {
-                Some(Job::Walk(i))
-            } else if hashable(&st, at + 1) {
-                Some(Job::Hash(at + 1))
-            } else {
-                (0..st.walked.len())
-                    .filter(|&i| hashable(&st, i))
-                    .max_by_key(|&i| (st.walked[i], std::cmp::Reverse(i)))
-                    .map(Job::Hash)
-            };
-            match job {
-                Some(Job::Walk(i)) => {
-                    st.walk_taken[i] = true;
-                    return Some(Job::Walk(i));
-                }
-                Some(Job::Hash(i)) => {
-                    st.hash_taken[i] = true;
-                    return Some(Job::Hash(i));
-                }
-                None if st.walked.iter().any(Option::is_none) => {
-                    st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
-                }
-                None => return None,
-            }
-        }
-    }
 }
 
 /// The outer archive, written through `out`.
