@@ -362,11 +362,11 @@ pub fn write_docker_archive(
     };
     let secs = progress.elapsed();
     progress.line(format_args!(
-        "done: {} layers, {} in {:.2}s ({:.0} MB/s)",
+        "done: {} layers, {} in {:.2}s ({:.0} MiB/s)",
         summary.layers,
         human_bytes(summary.bytes),
         secs,
-        summary.bytes as f64 / 1e6 / secs.max(1e-9)
+        summary.bytes as f64 / 1048576.0 / secs.max(1e-9)
     ));
     Ok(summary)
 }

@@ -37,19 +37,17 @@ impl Progress {
     }
 }
 
-/// Formats a byte count for people: `512 B`, `1.5 MB`, `2.03 GB`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut value = n as f64;
+/// Formats a byte count for people, in binary units: `512 B`, `1.5 MiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
     let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < UNITS.len() {
-        value /= 1000.0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
         unit += 1;
     }
     if unit == 0 {
-        format!("{n} B")
-    } else if value < 10.0 {
-        format!("{value:.2} {}", UNITS[unit])
+        format!("{bytes} B")
     } else {
         format!("{value:.1} {}", UNITS[unit])
     }
@@ -62,7 +60,7 @@ mod tests {
     #[test]
     fn human_sizes() {
         assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(1_500_000), "1.50 MB");
-        assert_eq!(human_bytes(20_300_000_000), "20.3 GB");
+        assert_eq!(human_bytes(1536 * 1024), "1.5 MiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
     }
 }

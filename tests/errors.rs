@@ -498,7 +498,7 @@ fn quiet_silences_progress_and_default_reports_it() {
     assert!(stderr.contains("streaming layer 1/1"), "{stderr}");
     let last = stderr.lines().last().unwrap();
     assert!(
-        last.contains("] done: 1 layers,") && last.contains("MB/s"),
+        last.contains("] done: 1 layers,") && last.contains("MiB/s"),
         "{last}"
     );
     let quiet = run(&[Path::new("--quiet"), &spec]);

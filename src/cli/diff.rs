@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
+use stream_layered_image::progress::human_bytes;
 
 const USAGE: &str = "usage: stream-layered-image diff OLD.tar NEW.tar [--width N]";
 
@@ -186,21 +187,6 @@ fn read_image(path: &Path) -> anyhow::Result<Vec<LayerInfo>> {
         .collect()
 }
 
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 /// A bar of `width` cells for `value / max`, in eighths of a cell.
 fn bar(value: u64, max: u64, width: usize) -> String {
     const PARTS: [&str; 8] = ["", "▏", "▎", "▍", "▌", "▋", "▊", "▉"];
@@ -307,7 +293,7 @@ fn write_table(
             "{:>3}  {:<6}  {:>10}  {:<w$}  {:<12}  {}",
             i + 1,
             status,
-            human(layer.size),
+            human_bytes(layer.size),
             bar(layer.size, max, width),
             short_digest(&layer.digest),
             describe(&layer.contents),
@@ -328,14 +314,14 @@ fn write_table(
         out,
         "{new_name}: {} layers, {}; {} reused from {old_name}, {} new",
         new.len(),
-        human(total),
+        human_bytes(total),
         new.len() - new_count,
         new_count
     )?;
     writeln!(
         out,
         "a pull with {old_name} present transfers {} ({share:.1}% of the image) {}",
-        human(transfer),
+        human_bytes(transfer),
         bar(transfer, total, width)
     )?;
     if !dropped.is_empty() {
@@ -343,7 +329,7 @@ fn write_table(
             out,
             "{} layer(s) of {old_name} ({}) are not used by {new_name}",
             dropped.len(),
-            human(dropped.iter().map(|l| l.size).sum())
+            human_bytes(dropped.iter().map(|l| l.size).sum())
         )?;
     }
     Ok(())

@@ -21,6 +21,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use stream_layered_image::layering::{self, Graph, Layer, Pipeline, Strategy};
+use stream_layered_image::progress::human_bytes;
 
 const USAGE: &str = "usage: stream-layered-image layers --graph FILE --max-layers N \
 [--strategy default|popularity|auto|size | --pipeline FILE] [--exclude FILE] [--explain]
@@ -132,21 +133,6 @@ pub fn main(args: Vec<OsString>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 fn explain(graph: &Graph, layers: &[Layer], strategy: &Strategy) -> anyhow::Result<()> {
     let mut err = std::io::stderr().lock();
     let total: u64 = layers
@@ -161,7 +147,7 @@ fn explain(graph: &Graph, layers: &[Layer], strategy: &Strategy) -> anyhow::Resu
         strategy.name(),
         layers.len(),
         layers.iter().map(|l| l.paths.len()).sum::<usize>(),
-        human(total)
+        human_bytes(total)
     )?;
     writeln!(
         err,
@@ -185,7 +171,7 @@ fn explain(graph: &Graph, layers: &[Layer], strategy: &Strategy) -> anyhow::Resu
             "{:>5}  {:>6}  {:>10}  {:>5.1}%  {}",
             i + 1,
             layer.paths.len(),
-            human(bytes),
+            human_bytes(bytes),
             share,
             layer.reason
         )?;
@@ -201,7 +187,7 @@ fn explain(graph: &Graph, layers: &[Layer], strategy: &Strategy) -> anyhow::Resu
                 "{:>5}  {:>6}  {:>10}  {:>6}    {}",
                 "",
                 "",
-                human(size),
+                human_bytes(size),
                 "",
                 path
             )?;
