@@ -17,10 +17,10 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use flate2::read::GzDecoder;
-use serde_json::Value;
 
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
+use crate::pyjson::{self, PyValue};
 use crate::tarheader::EntryType;
 
 /// Largest `manifest.json` or config we read into memory.
@@ -84,7 +84,7 @@ pub struct BaseImage {
     path: PathBuf,
     gzip: bool,
     /// The base image's configuration (`<id>.json`).
-    pub config: Value,
+    pub config: PyValue,
     /// Its layers, in manifest order.
     pub layers: Vec<BaseLayer>,
 }
@@ -116,7 +116,7 @@ impl BaseImage {
         let mut image = BaseImage {
             path: path.to_owned(),
             gzip,
-            config: Value::Null,
+            config: PyValue::Null,
             layers: Vec::new(),
         };
         let lookup = |name: &str| -> Result<&Member> {
@@ -138,7 +138,7 @@ impl BaseImage {
             }
             Ok(member)
         };
-        let json = |image: &BaseImage, name: &str| -> Result<Value> {
+        let json = |image: &BaseImage, name: &str| -> Result<PyValue> {
             let member = lookup(name)?;
             if member.size > MAX_JSON {
                 return Err(bad(format!(
@@ -151,22 +151,22 @@ impl BaseImage {
                 .open_member(member.offset, member.size)?
                 .read_to_end(&mut text)
                 .map_err(|e| bad(format!("reading {name:?}: {e}")))?;
-            serde_json::from_slice(&text)
-                .map_err(|e| bad(format!("{name:?} is not valid JSON: {e}")))
+            // Python reads these members as bytes: json.loads(bytes).
+            pyjson::loads_binary(&text).map_err(|e| bad(format!("{name:?} is not valid JSON: {e}")))
         };
 
         let manifest = json(&image, "manifest.json")?;
         let first = manifest
-            .as_array()
+            .as_list()
             .and_then(|a| a.first())
             .ok_or_else(|| bad("manifest.json is not a non-empty list".into()))?;
         let config_name = first
             .get("Config")
-            .and_then(Value::as_str)
+            .and_then(PyValue::as_str)
             .ok_or_else(|| bad("manifest.json has no \"Config\"".into()))?;
         let layer_names: Vec<&str> = first
             .get("Layers")
-            .and_then(Value::as_array)
+            .and_then(PyValue::as_list)
             .ok_or_else(|| bad("manifest.json has no \"Layers\" list".into()))?
             .iter()
             .map(|v| {
@@ -177,11 +177,12 @@ impl BaseImage {
         image.config = json(&image, config_name)?;
         let diff_ids: Vec<&str> = image
             .config
-            .pointer("/rootfs/diff_ids")
-            .and_then(Value::as_array)
+            .get("rootfs")
+            .and_then(|r| r.get("diff_ids"))
+            .and_then(PyValue::as_list)
             .ok_or_else(|| bad(format!("{config_name:?} has no rootfs.diff_ids list")))?
             .iter()
-            .map(|v| v.as_str().unwrap_or(""))
+            .map(|v| v.as_str().unwrap_or_default())
             .collect();
         if diff_ids.len() != layer_names.len() {
             return Err(bad(format!(
@@ -190,7 +191,7 @@ impl BaseImage {
                 diff_ids.len()
             )));
         }
-        if !image.config.get("config").is_some_and(Value::is_object) {
+        if !image.config.get("config").is_some_and(PyValue::is_dict) {
             return Err(bad(format!("{config_name:?} has no \"config\" object")));
         }
         let mut layers = Vec::with_capacity(layer_names.len());

@@ -31,7 +31,6 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use rayon::prelude::*;
-use serde_json::{Map, Value};
 
 use crate::base_image::{BaseImage, BaseLayer};
 use crate::digest::{CountingWriter, HashingWriter, Sha256Digest};
@@ -39,7 +38,7 @@ use crate::error::{Error, Result};
 use crate::filedata;
 use crate::layer::{self, Contents};
 use crate::progress::{human_bytes, Progress};
-use crate::pyjson;
+use crate::pyjson::{self, PyValue};
 use crate::pyrepr;
 use crate::schedule::{Job, Schedule};
 use crate::spec::Spec;
@@ -134,7 +133,7 @@ pub fn write_docker_archive(
     progress: &Progress,
 ) -> Result<Summary> {
     let repo_tag = match (&options.repo_tag, &spec.repo_tag) {
-        (Some(tag), _) if !tag.is_empty() => Value::String(tag.clone()),
+        (Some(tag), _) if !tag.is_empty() => PyValue::from(tag.as_str()),
         (_, Some(tag)) => tag.clone(),
         _ => {
             return Err(Error::SpecKey {
@@ -154,7 +153,7 @@ pub fn write_docker_archive(
         .as_deref()
         .map(CustomLayer::open)
         .transpose()?;
-    if base.is_some() && !spec.config.is_object() {
+    if base.is_some() && !spec.config.is_dict() {
         return Err(Error::SpecKey {
             path: PathBuf::from("spec"),
             key: "config".into(),
@@ -316,43 +315,48 @@ pub fn write_docker_archive(
     let mut diff_ids = Vec::new();
     let mut history = Vec::new();
     let mut layer_names = Vec::new();
-    let created = Value::String(spec.created.isoformat());
+    let created = PyValue::from(spec.created.isoformat());
     for (source, (name, hashed)) in sources.iter().zip(&streamed) {
-        diff_ids.push(Value::String(format!("sha256:{}", hashed.digest)));
+        diff_ids.push(PyValue::from(format!("sha256:{}", hashed.digest)));
         let paths: Vec<String> = match source {
             Source::Base(_) => vec![name.clone()],
             Source::Store { spec_paths, .. } => spec_paths.to_vec(),
             Source::Custom(c) => vec![c.dir.clone()],
         };
         let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
-        let mut entry = Map::new();
-        entry.insert("created".into(), created.clone());
-        entry.insert(
-            "comment".into(),
-            Value::String(format!("store paths: {}", pyrepr::repr_str_list(&paths))),
-        );
-        history.push(Value::Object(entry));
-        layer_names.push(Value::String(name.clone()));
+        history.push(dict(vec![
+            ("created", created.clone()),
+            (
+                "comment",
+                PyValue::from(format!("store paths: {}", pyrepr::repr_str_list(&paths))),
+            ),
+        ]));
+        layer_names.push(PyValue::from(name.as_str()));
     }
-    let mut rootfs = Map::new();
-    rootfs.insert("diff_ids".into(), Value::Array(diff_ids));
-    rootfs.insert("type".into(), "layers".into());
-    let mut image_json = Map::new();
-    image_json.insert("created".into(), created);
-    image_json.insert("architecture".into(), spec.architecture.clone());
-    image_json.insert("os".into(), "linux".into());
-    image_json.insert("config".into(), config);
-    image_json.insert("rootfs".into(), Value::Object(rootfs));
-    image_json.insert("history".into(), Value::Array(history));
-    let image_json = pyjson::dumps_indent4(&Value::Object(image_json)).into_bytes();
+    let image_json = dict(vec![
+        ("created", created),
+        ("architecture", spec.architecture.clone()),
+        ("os", PyValue::from("linux")),
+        ("config", config),
+        (
+            "rootfs",
+            dict(vec![
+                ("diff_ids", PyValue::List(diff_ids)),
+                ("type", PyValue::from("layers")),
+            ]),
+        ),
+        ("history", PyValue::List(history)),
+    ]);
+    let image_json = pyjson::dumps_value_indent4(&image_json).into_bytes();
     let config_name = format!("{}.json", Sha256Digest::of(&image_json));
     outer.small_file(&config_name, &image_json, spec.stamp.mtime)?;
 
-    let mut manifest = Map::new();
-    manifest.insert("Config".into(), Value::String(config_name));
-    manifest.insert("RepoTags".into(), Value::Array(vec![repo_tag]));
-    manifest.insert("Layers".into(), Value::Array(layer_names));
-    let manifest = pyjson::dumps_indent4(&Value::Array(vec![Value::Object(manifest)])).into_bytes();
+    let manifest = PyValue::List(vec![dict(vec![
+        ("Config", PyValue::from(config_name)),
+        ("RepoTags", PyValue::List(vec![repo_tag])),
+        ("Layers", PyValue::List(layer_names)),
+    ])]);
+    let manifest = pyjson::dumps_value_indent4(&manifest).into_bytes();
     outer.small_file("manifest.json", &manifest, spec.stamp.mtime)?;
     outer.finish()?;
 
@@ -595,50 +599,53 @@ fn estimate_size(source: &Source<'_>) -> u64 {
     }
 }
 
+/// A dict with these keys in this order.
+fn dict(entries: Vec<(&str, PyValue)>) -> PyValue {
+    PyValue::Dict(entries.into_iter().map(|(k, v)| (k.into(), v)).collect())
+}
+
 /// Merges the base image's `Env` into the spec's config like the reference:
 /// base entries first, then the spec's, the last value of a name winning
 /// while keeping the position of its first appearance.
-fn overlay_base_config(base: Option<&BaseImage>, config: Value) -> Result<Value> {
+fn overlay_base_config(base: Option<&BaseImage>, mut config: PyValue) -> Result<PyValue> {
     let Some(base) = base else {
         return Ok(config);
     };
-    let Value::Object(mut config) = config else {
-        unreachable!("checked by the caller");
+    let env_of = |v: Option<&PyValue>, whose: &str| -> Result<Vec<PyValue>> {
+        let problem = match v {
+            None | Some(PyValue::Null) => return Ok(Vec::new()),
+            Some(PyValue::List(items)) if items.iter().all(|i| i.as_pystr().is_some()) => {
+                return Ok(items.clone())
+            }
+            Some(PyValue::List(_)) => format!("{whose} Env holds a non-string entry"),
+            Some(_) => format!("{whose} Env is not a list"),
+        };
+        Err(Error::BaseImage {
+            path: base.path().to_owned(),
+            problem,
+        })
     };
-    let env_of = |v: Option<&Value>, whose: &str| -> Result<Vec<String>> {
-        match v {
-            None | Some(Value::Null) => Ok(Vec::new()),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|i| {
-                    i.as_str()
-                        .map(str::to_owned)
-                        .ok_or_else(|| Error::BaseImage {
-                            path: base.path().to_owned(),
-                            problem: format!("{whose} Env holds a non-string entry"),
-                        })
-                })
-                .collect(),
-            Some(_) => Err(Error::BaseImage {
-                path: base.path().to_owned(),
-                problem: format!("{whose} Env is not a list"),
-            }),
-        }
-    };
-    let mut env = env_of(base.config.pointer("/config/Env"), "the base image's")?;
+    let base_config = base.config.get("config");
+    let mut env = env_of(base_config.and_then(|c| c.get("Env")), "the base image's")?;
     env.extend(env_of(config.get("Env"), "the spec's")?);
     if !env.is_empty() {
-        let mut resolved: Map<String, Value> = Map::new();
+        let mut resolved = PyValue::Dict(Vec::new());
         for entry in env {
-            let name = entry.split('=').next().unwrap_or_default().to_owned();
-            resolved.insert(name, Value::String(entry));
+            let text = entry.as_pystr().expect("checked above");
+            // entry.split("=", 1)[0]
+            let name = crate::pyjson::PyStr::from_code_points(
+                text.code_points().take_while(|&c| c != u32::from(b'=')),
+            )
+            .expect("a prefix of a valid str");
+            let _ = resolved.set(name, entry);
         }
-        config.insert(
-            "Env".into(),
-            Value::Array(resolved.into_iter().map(|(_, v)| v).collect()),
-        );
+        let values = resolved
+            .as_dict()
+            .map(|d| d.iter().map(|(_, v)| v.clone()).collect())
+            .unwrap_or_default();
+        let _ = config.set("Env", PyValue::List(values));
     }
-    Ok(Value::Object(config))
+    Ok(config)
 }
 
 /// The name for `id` in an `/etc/passwd`-style file, or "" like Python's

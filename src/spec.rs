@@ -3,26 +3,26 @@
 //! Keys are read the way the reference reads them, with the defaults that
 //! specs from older nixpkgs need (`mtime` defaults to `created`, `uid`/`gid`
 //! to 0, `uname`/`gname` to "root", `store_dir` to `/nix/store`), and unknown
-//! keys are ignored. `config`, `architecture` and `repo_tag` are kept as raw
-//! JSON values because they are copied into the image configuration as they
-//! are, in their original key order.
+//! keys are ignored. The text is parsed the way Python's `json` module parses
+//! it (`NaN`, lone surrogates, duplicate keys and all, see [`pyjson`]), and
+//! `config`, `architecture` and `repo_tag` are kept as values because they
+//! are copied into the image configuration as they are, in their key order.
 
 use std::path::{Path, PathBuf};
-
-use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::isotime::IsoDateTime;
 use crate::layer::Stamp;
+use crate::pyjson::{self, PyValue};
 use crate::walk;
 
 /// A parsed and checked spec.
 #[derive(Debug, Clone)]
 pub struct Spec {
     /// `architecture`, as given.
-    pub architecture: Value,
+    pub architecture: PyValue,
     /// `config`, as given.
-    pub config: Value,
+    pub config: PyValue,
     /// `created`, with "now" resolved.
     pub created: IsoDateTime,
     /// Time and ownership applied to store layer members.
@@ -39,7 +39,7 @@ pub struct Spec {
     /// `customisation_layer`, a directory with `layer.tar` and `checksum`.
     pub customisation_layer: Option<String>,
     /// `repo_tag`, as given (absent is `None`).
-    pub repo_tag: Option<Value>,
+    pub repo_tag: Option<PyValue>,
 }
 
 impl Spec {
@@ -52,31 +52,32 @@ impl Spec {
     /// Parses spec text; `path` is only used in messages, `now` is what
     /// "now" means.
     pub fn parse(path: &Path, bytes: &[u8], now: IsoDateTime) -> Result<Spec> {
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| json_error(path, &e))?;
+        let value = pyjson::loads(bytes).map_err(|e| Error::Json {
+            path: path.to_owned(),
+            line: e.line,
+            column: e.column,
+            message: e.message,
+        })?;
         let key_err = |key: &str, problem: String| Error::SpecKey {
             path: path.to_owned(),
             key: key.to_owned(),
             problem,
         };
-        let Value::Object(map) = value else {
+        if !value.is_dict() {
             return Err(key_err("(top level)", "expected a JSON object".into()));
-        };
-        let required = |key: &str| -> Result<&Value> {
+        }
+        let map = &value;
+        let required = |key: &str| -> Result<&PyValue> {
             map.get(key)
                 .ok_or_else(|| key_err(key, "missing from the spec".into()))
         };
-        let time = |key: &str, v: &Value| -> Result<IsoDateTime> {
-            match v {
-                Value::String(s) if s == "now" => Ok(now),
-                Value::String(s) => {
-                    crate::isotime::parse(s).map_err(|e| key_err(key, e.to_string()))
-                }
-                other => Err(key_err(
+        let time = |key: &str, v: &PyValue| -> Result<IsoDateTime> {
+            match v.as_str() {
+                Some("now") => Ok(now),
+                Some(s) => crate::isotime::parse(s).map_err(|e| key_err(key, e.to_string())),
+                None => Err(key_err(
                     key,
-                    format!(
-                        "expected \"now\" or an ISO 8601 time, found {}",
-                        kind(other)
-                    ),
+                    format!("expected \"now\" or an ISO 8601 time, found {}", kind(v)),
                 )),
             }
         };
@@ -84,18 +85,19 @@ impl Spec {
             match map.get(key) {
                 None => Ok(default),
                 // Python's int() truncates floats and accepts booleans.
-                Some(Value::Number(n)) => n
-                    .as_i64()
-                    .or_else(|| {
-                        n.as_f64()
-                            .filter(|f| f.abs() < 9.2e18)
-                            .map(|f| f.trunc() as i64)
-                    })
-                    .ok_or_else(|| key_err(key, format!("expected an integer, found {n}"))),
-                Some(Value::Bool(b)) => Ok(i64::from(*b)),
-                Some(Value::String(s)) if s.trim().parse::<i64>().is_ok() => {
-                    Ok(s.trim().parse().unwrap_or(default))
+                Some(PyValue::Int(n)) => n
+                    .parse()
+                    .map_err(|_| key_err(key, format!("{n} is out of range"))),
+                Some(PyValue::Float(f)) if f.is_finite() && f.abs() < 9.2e18 => {
+                    Ok(f.trunc() as i64)
                 }
+                Some(PyValue::Bool(b)) => Ok(i64::from(*b)),
+                Some(v) if v.as_str().is_some_and(|s| s.trim().parse::<i64>().is_ok()) => Ok(v
+                    .as_str()
+                    .unwrap_or_default()
+                    .trim()
+                    .parse()
+                    .unwrap_or(default)),
                 Some(other) => Err(key_err(
                     key,
                     format!("expected an integer, found {}", kind(other)),
@@ -105,17 +107,17 @@ impl Spec {
         let string = |key: &str, default: &str| -> Result<String> {
             match map.get(key) {
                 None => Ok(default.to_owned()),
-                Some(Value::String(s)) => Ok(s.clone()),
+                Some(v) if v.as_str().is_some() => Ok(v.as_str().unwrap_or_default().to_owned()),
                 Some(other) => Err(key_err(
                     key,
-                    format!("expected a string, found {}", kind(other)),
+                    format!("expected a string of valid Unicode, found {}", kind(other)),
                 )),
             }
         };
         let optional_path = |key: &str| -> Result<Option<String>> {
             match map.get(key) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.clone())),
+                None | Some(PyValue::Null) => Ok(None),
+                Some(v) if v.as_str().is_some() => Ok(v.as_str().map(str::to_owned)),
                 Some(other) => Err(key_err(
                     key,
                     format!("expected a path or null, found {}", kind(other)),
@@ -126,7 +128,7 @@ impl Spec {
         let architecture = required("architecture")?.clone();
         let config = required("config")?.clone();
         let created = time("created", required("created")?)?;
-        let mtime_key = if map.contains_key("mtime") {
+        let mtime_key = if map.get("mtime").is_some() {
             "mtime"
         } else {
             "created"
@@ -167,7 +169,7 @@ impl Spec {
         }
 
         let layers_value = required("store_layers")?;
-        let Value::Array(layers) = layers_value else {
+        let Some(layers) = layers_value.as_list() else {
             return Err(key_err(
                 "store_layers",
                 format!("expected a list of layers, found {}", kind(layers_value)),
@@ -176,7 +178,7 @@ impl Spec {
         let mut store_layers = Vec::with_capacity(layers.len());
         let mut store_layer_paths = Vec::with_capacity(layers.len());
         for (i, layer) in layers.iter().enumerate() {
-            let Value::Array(paths) = layer else {
+            let Some(paths) = layer.as_list() else {
                 return Err(key_err(
                     &format!("store_layers[{i}]"),
                     format!("expected a list of store paths, found {}", kind(layer)),
@@ -185,7 +187,7 @@ impl Spec {
             let mut raw = Vec::with_capacity(paths.len());
             let mut norm = Vec::with_capacity(paths.len());
             for (j, p) in paths.iter().enumerate() {
-                let Value::String(p) = p else {
+                let Some(p) = p.as_str() else {
                     return Err(key_err(
                         &format!("store_layers[{i}][{j}]"),
                         format!("expected a store path, found {}", kind(p)),
@@ -194,7 +196,7 @@ impl Spec {
                 let checked = walk::check_store_path(p, &store_dir)
                     .map_err(|e| key_err(&format!("store_layers[{i}][{j}]"), e.to_string()))?;
                 norm.push(checked);
-                raw.push(p.clone());
+                raw.push(p.to_owned());
             }
             store_layers.push(raw);
             store_layer_paths.push(norm);
@@ -249,28 +251,15 @@ pub fn local_offset_seconds(tz: &str) -> Option<i64> {
     Some(sign * seconds)
 }
 
-fn kind(v: &Value) -> &'static str {
+fn kind(v: &PyValue) -> &'static str {
     match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn json_error(path: &Path, e: &serde_json::Error) -> Error {
-    let text = e.to_string();
-    let message = match text.rfind(" at line ") {
-        Some(i) => text[..i].to_owned(),
-        None => text,
-    };
-    Error::Json {
-        path: path.to_owned(),
-        line: e.line(),
-        column: e.column(),
-        message,
+        PyValue::Null => "null",
+        PyValue::Bool(_) => "a boolean",
+        PyValue::Int(_) | PyValue::Float(_) => "a number",
+        PyValue::Str(s) if s.as_str().is_none() => "a string with lone surrogates",
+        PyValue::Str(_) => "a string",
+        PyValue::List(_) => "a list",
+        PyValue::Dict(_) => "an object",
     }
 }
 
