@@ -40,6 +40,7 @@ use crate::layer::{self, Contents};
 use crate::progress::{human_bytes, Progress};
 use crate::pyjson::{self, PyValue};
 use crate::pyrepr;
+use crate::relay::relay;
 use crate::schedule::{Job, Schedule};
 use crate::spec::Spec;
 use crate::tarheader::{self, EntryType, Header};
@@ -453,13 +454,15 @@ fn stream_layers(
         match source {
             Source::Store { entries, .. } => {
                 let entries = entries.get().expect("streamed only once hashed");
-                layer::encode(
-                    parents,
-                    entries,
-                    &spec.stamp,
-                    Contents::Verify(&hashed.sums),
-                    &mut sink,
-                )?;
+                relay(&mut sink, |w| {
+                    layer::encode(
+                        parents,
+                        entries,
+                        &spec.stamp,
+                        Contents::Verify(&hashed.sums),
+                        w,
+                    )
+                })?;
             }
             Source::Base(layer) => {
                 let base = base.expect("base layers come from a base image");

@@ -21,6 +21,7 @@ pub mod progress;
 pub mod pyjson;
 pub mod pyrepr;
 pub mod pystr;
+pub mod relay;
 pub mod schedule;
 pub mod spec;
 pub mod tarheader;
