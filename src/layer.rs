@@ -58,6 +58,7 @@ pub fn encode(
         out,
         offset: 0,
         headers: Vec::with_capacity(64 * 1024),
+        one_header: Vec::with_capacity(3 * tarheader::BLOCK),
         scratch: Vec::new(),
         contents,
         files: 0,
@@ -122,6 +123,7 @@ struct Encoder<'w> {
     /// Headers and small contents are gathered here so that the sink sees
     /// few large writes.
     headers: Vec<u8>,
+    one_header: Vec<u8>,
     scratch: Vec<u8>,
     contents: Contents<'w>,
     files: usize,
@@ -131,9 +133,13 @@ const GATHER: usize = 256 * 1024;
 
 impl Encoder<'_> {
     fn header(&mut self, h: &Header<'_>) {
-        let before = self.headers.len();
-        tarheader::encode(h, &mut self.headers);
-        self.offset += (self.headers.len() - before) as u64;
+        // Encoded on its own: `encode` pads PAX records to a block boundary
+        // of the buffer it is given, and the gather buffer need not start on
+        // one (after a large file, it starts with that file's padding).
+        self.one_header.clear();
+        tarheader::encode(h, &mut self.one_header);
+        self.headers.extend_from_slice(&self.one_header);
+        self.offset += self.one_header.len() as u64;
     }
 
     fn flush_headers(&mut self) -> Result<()> {
@@ -304,6 +310,49 @@ mod tests {
             uname: "root".into(),
             gname: "root".into(),
         }
+    }
+
+    /// Regression: a long name (PAX header) right after a file read through
+    /// the mapped path was padded relative to the gather buffer, not the
+    /// stream, giving a tar whose next header had a bad checksum.
+    #[test]
+    fn pax_header_after_a_large_file_stays_block_aligned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let p = store.join("abc-big");
+        std::fs::create_dir_all(&p).unwrap();
+        let big = vec![7u8; filedata::READ_LIMIT as usize + 123];
+        std::fs::write(p.join("a-big"), &big).unwrap();
+        let long = "b".repeat(120);
+        std::fs::write(p.join(&long), b"after").unwrap();
+        let paths = vec![p.to_str().unwrap().to_owned()];
+        let entries = walk::walk_paths(&paths).unwrap();
+        let parents = walk::store_parents(store.to_str().unwrap());
+        let mut out = Vec::new();
+        encode(
+            &parents,
+            &entries,
+            &stamp(),
+            Contents::Record(&mut Vec::new()),
+            &mut out,
+        )
+        .unwrap();
+        let mut archive = tar::Archive::new(&out[..]);
+        let mut seen = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.expect("every header reads back");
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+            seen.push((entry.path_bytes().into_owned(), data));
+        }
+        let (name, data) = seen.last().unwrap();
+        assert!(
+            name.ends_with(long.as_bytes()),
+            "{:?}",
+            String::from_utf8_lossy(name)
+        );
+        assert_eq!(data, b"after");
+        assert_eq!(seen[seen.len() - 2].1, big);
     }
 
     #[test]
