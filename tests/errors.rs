@@ -416,12 +416,25 @@ fn change_during_run(mutate: impl FnOnce(&Path)) -> (Output, Vec<u8>) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Progress lines arrive through a channel so that a run that never
+    // reaches the expected point fails the test instead of hanging it (the
+    // tool would wait forever on the pipe this test does not read yet).
     let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
+    let (line_tx, line_rx) = crossbeam_channel::unbounded();
+    let stderr_reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            if line_tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
     let mut log = String::new();
     let (mut hashed_two, mut streaming_one) = (false, false);
     while !(hashed_two && streaming_one) {
-        let line = lines.next().expect("progress line").unwrap();
+        let Ok(line) = line_rx.recv_timeout(std::time::Duration::from_secs(60)) else {
+            let _ = child.kill();
+            panic!("the run never hashed layer 2 while streaming layer 1:\n{log}");
+        };
         hashed_two |= line.contains("] hashed layer 2/2");
         streaming_one |= line.contains("] streaming layer 1/2");
         log.push_str(&line);
@@ -434,10 +447,11 @@ fn change_during_run(mutate: impl FnOnce(&Path)) -> (Output, Vec<u8>) {
         reader.read_to_end(&mut stdout).unwrap();
         stdout
     });
-    for line in lines {
-        log.push_str(&line.unwrap());
+    for line in line_rx {
+        log.push_str(&line);
         log.push('\n');
     }
+    stderr_reader.join().unwrap();
     let status = child.wait().unwrap();
     let stdout = drain.join().unwrap();
     (
