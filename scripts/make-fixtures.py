@@ -344,6 +344,25 @@ def make_sizes(store):
     return store.path("sizes")
 
 
+def make_pax_after_big(t, label):
+    """Entries needing PAX headers (long path, non-ASCII name, long link
+    target), each right after a file above the tool's 256 KiB read limit
+    (read through its mapped path) whose size is not a multiple of 512: the
+    PAX records must be padded to a block boundary of the stream, not of
+    whatever buffer they are gathered in after the file's data and padding.
+    Names are chosen so that pathlib's order keeps each pair adjacent."""
+    kib = 1 << 10
+    d = "pax-after-big/"
+    long_name = "b-" + "long-name-after-a-mapped-file-" * 3
+    t.file(d + "a-big-256KiB-plus-123", data(f"{label}-a", 256 * kib + 123))
+    t.file(d + long_name, b"long path after a mapped file\n")
+    t.file(d + "c-big-1MiB-plus-7", data(f"{label}-c", 1024 * kib + 7))
+    t.file(d + "d-ünïcödé-dïrëctörÿ-wïth-a-löng-nön-ÄSCÏÏ-nämé-日本語-目录/inner-file",
+           b"inside a non-ASCII directory after a mapped file\n")
+    t.file(d + "e-big-512KiB-plus-301", data(f"{label}-e", 512 * kib + 301), EXEC_MODE)
+    t.symlink("../pax-after-big/" + long_name, d + "f-symlink-with-a-long-target")
+
+
 def make_names(store):
     t = store.dir_path("names")
     for n in ["héllo wörld.txt", "日本語", "🦀", "caf\udce9", "\udcff", "mixed-é-\udcff",
@@ -355,6 +374,7 @@ def make_names(store):
     t.file("dir-\udcff/\udce9\udcff", b"y\n")
     t.dir("ünïcödé-dir/empty")
     t.dir("dir with\nnewline")
+    make_pax_after_big(t, "names")
     return store.path("names")
 
 
@@ -374,6 +394,7 @@ def make_long_names(store, name="long-names"):
     t.file(deep + "/leaf", b"leaf\n")
     t.dir(deep + "/empty")
     t.file("p" * 60 + "/" + "q" * 60, b"splittable as ustar prefix/name\n")
+    make_pax_after_big(t, f"{store.dir}/{name}")
     return store.path(name)
 
 
@@ -608,6 +629,8 @@ def build(root, busybox):
     #   repr-names             Python repr() of store paths in history comments
     #   empty-layers, many-layers, repo-tag-override, gnu-store
     #   customisation-owner    the customisation layer's own stat data
+    # The names and long-names (so basic, grouped, nonroot-pax and gnu-store) hold
+    # pax-after-big/: PAX headers right after files read through the mapped path.
     specs, reference_specs, envs = {}, {}, {}
     specs["basic"] = spec_text(spec(
         repo_tag="basic:latest",
