@@ -107,7 +107,14 @@ impl BaseImage {
             .len();
 
         let members = if gzip {
-            index(tar::Archive::new(GzDecoder::new(BufReader::new(file))).entries())
+            let mut archive = tar::Archive::new(GzDecoder::new(BufReader::new(file)));
+            index(archive.entries()).and_then(|members| {
+                // The tar reader stops at the end-of-archive blocks; read on
+                // to the gzip trailer, so that a cut or corrupt trailer
+                // (length and CRC) is an error too.
+                io::copy(&mut archive.into_inner(), &mut io::sink())?;
+                Ok(members)
+            })
         } else {
             index(tar::Archive::new(BufReader::new(file)).entries_with_seek())
         }

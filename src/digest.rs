@@ -116,6 +116,16 @@ impl<W: Write> CountingWriter<W> {
     pub fn finish(self) -> (u64, u64) {
         (self.count, self.checksum.map_or(0, |c| c.digest()))
     }
+
+    /// Bytes written, their checksum (0 when not checksumming), and the
+    /// inner writer.
+    pub fn into_parts(self) -> (u64, u64, W) {
+        (
+            self.count,
+            self.checksum.map_or(0, |c| c.digest()),
+            self.inner,
+        )
+    }
 }
 
 impl<W: Write> Write for CountingWriter<W> {

@@ -110,6 +110,17 @@ pub enum Error {
     /// Writing the output failed.
     #[error("writing the image: {0}")]
     Output(io::Error),
+    /// A registry refused or failed a push.
+    #[error("pushing to {registry}: {problem}")]
+    Push {
+        /// `HOST[:PORT]`.
+        registry: String,
+        /// What went wrong.
+        problem: String,
+    },
+    /// An option or combination of options is not valid.
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl Error {

@@ -1,4 +1,4 @@
-//! Writing the docker-archive: parallel digests, then one streaming pass.
+//! Writing the image (docker-archive or OCI layout): parallel digests, then one stream.
 //!
 //! A `docker save` v1.2 archive names each layer by its digest
 //! (`<sha256>/layer.tar`) and a tar header must state a member's size, so a
@@ -22,9 +22,20 @@
 //! Base image layers and the customisation layer are hashed in the same
 //! pool, to check them against the digests their sources claim, and get a
 //! whole-layer checksum that their streaming must match.
+//!
+//! The OCI formats ([`Format`]) store each layer as a blob named by the
+//! digest of its stored, possibly compressed, bytes ([`crate::compress`]).
+//! The hashing pass then also compresses each layer (so layers are
+//! compressed in parallel) and records the blob's digest, size and XXH3;
+//! the streaming pass compresses again, on the producer thread of
+//! [`relay`], and must reproduce the same size and XXH3. The config is the
+//! same bytes as the docker-archive's, so its `diff_ids` are those of the
+//! uncompressed tars; [`crate::oci`] writes the manifest and `index.json`,
+//! the latter last, so that a layout cut short names no image.
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -33,11 +44,14 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use crate::base_image::{BaseImage, BaseLayer};
+use crate::compress::{Compression, Encoder};
 use crate::digest::{CountingWriter, HashingWriter, Sha256Digest};
 use crate::error::{Error, Result};
 use crate::filedata;
 use crate::layer::{self, Contents};
+use crate::oci::{self, BlobRef, Format};
 use crate::progress::{human_bytes, Progress};
+use crate::push::{Registry, Upload};
 use crate::pyjson::{self, PyValue};
 use crate::pyrepr;
 use crate::relay::relay;
@@ -51,6 +65,10 @@ use crate::walk::{self, Entry, FileIdentity};
 pub struct Options {
     /// Replaces the spec's `repo_tag` (the `-t` flag).
     pub repo_tag: Option<String>,
+    /// What to write.
+    pub format: Format,
+    /// How layers are compressed (OCI formats only).
+    pub compression: Compression,
 }
 
 /// What a finished run wrote.
@@ -124,15 +142,70 @@ struct Hashed {
     /// One per regular file for store layers; one for the whole layer
     /// otherwise.
     sums: Vec<u64>,
+    /// For the OCI formats: the stored (compressed) blob and the XXH3 of
+    /// its bytes, which the streaming pass must reproduce.
+    blob: Option<(BlobRef, u64)>,
 }
 
-/// Writes the image described by `spec` to `out` as a docker-archive.
+/// The end of the hashing pass's writer chain: compresses (OCI formats) and
+/// hashes the compressed bytes, or discards them.
+struct BlobSink(Option<Encoder<HashingWriter<CountingWriter<io::Sink>>>>);
+
+impl BlobSink {
+    fn new(options: &Options) -> Result<BlobSink> {
+        if !options.format.is_oci() {
+            return Ok(BlobSink(None));
+        }
+        let inner = HashingWriter::new(CountingWriter::new(io::sink(), true));
+        Ok(BlobSink(Some(
+            options.compression.encoder(inner).map_err(Error::Output)?,
+        )))
+    }
+
+    fn finish(self) -> Result<Option<(BlobRef, u64)>> {
+        let Some(encoder) = self.0 else {
+            return Ok(None);
+        };
+        let (digest, size, counted) = encoder.finish().map_err(Error::Output)?.finish();
+        Ok(Some((BlobRef { digest, size }, counted.finish().1)))
+    }
+}
+
+impl Write for BlobSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.0 {
+            Some(e) => e.write(buf),
+            None => Ok(buf.len()),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match &mut self.0 {
+            Some(e) => e.write_all(buf),
+            None => Ok(()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes the image described by `spec` to `out` in the format the options
+/// choose (a docker-archive by default; `out` is unused for an OCI
+/// directory).
 pub fn write_docker_archive(
     spec: &Spec,
     options: &Options,
     out: &mut dyn Write,
     progress: &Progress,
 ) -> Result<Summary> {
+    if !options.format.is_oci() && options.compression != Compression::None {
+        return Err(Error::Usage(
+            "--compress applies to the OCI formats; a docker-archive stores plain layer tars"
+                .into(),
+        ));
+    }
     let repo_tag = match (&options.repo_tag, &spec.repo_tag) {
         (Some(tag), _) if !tag.is_empty() => PyValue::from(tag.as_str()),
         (_, Some(tag)) => tag.clone(),
@@ -196,7 +269,7 @@ pub fn write_docker_archive(
         let hashed = match &sources[index] {
             Source::Store { entries, .. } => {
                 let entries = entries.get().expect("hashed only once walked");
-                let mut sink = HashingWriter::new(io::sink());
+                let mut sink = HashingWriter::new(BlobSink::new(options)?);
                 let mut sums = Vec::new();
                 layer::encode(
                     &parents,
@@ -205,12 +278,18 @@ pub fn write_docker_archive(
                     Contents::Record(&mut sums),
                     &mut sink,
                 )?;
-                let (digest, size, _) = sink.finish();
-                Hashed { digest, size, sums }
+                let (digest, size, blob) = sink.finish();
+                Hashed {
+                    digest,
+                    size,
+                    sums,
+                    blob: blob.finish()?,
+                }
             }
             Source::Base(layer) => {
                 let base = base.as_ref().expect("base layers come from a base image");
-                let mut sink = HashingWriter::new(CountingWriter::new(io::sink(), true));
+                let mut sink =
+                    HashingWriter::new(CountingWriter::new(BlobSink::new(options)?, true));
                 io::copy(&mut base.layer_reader(layer)?, &mut sink).map_err(|e| {
                     Error::BaseImage {
                         path: base.path().to_owned(),
@@ -228,14 +307,17 @@ pub fn write_docker_archive(
                         ),
                     });
                 }
+                let (_, sum, blob) = counted.into_parts();
                 Hashed {
                     digest,
                     size,
-                    sums: vec![counted.finish().1],
+                    sums: vec![sum],
+                    blob: blob.finish()?,
                 }
             }
             Source::Custom(custom) => {
-                let mut sink = HashingWriter::new(CountingWriter::new(io::sink(), true));
+                let mut sink =
+                    HashingWriter::new(CountingWriter::new(BlobSink::new(options)?, true));
                 copy_file(&custom.tar_path, &custom.meta, &mut sink)?;
                 let (digest, size, counted) = sink.finish();
                 if digest != custom.checksum {
@@ -247,10 +329,12 @@ pub fn write_docker_archive(
                         ),
                     });
                 }
+                let (_, sum, blob) = counted.into_parts();
                 Hashed {
                     digest,
                     size,
-                    sums: vec![counted.finish().1],
+                    sums: vec![sum],
+                    blob: blob.finish()?,
                 }
             }
         };
@@ -270,7 +354,29 @@ pub fn write_docker_archive(
         out,
         offset: 0,
         buf: Vec::with_capacity(64 * 1024),
+        dir: match &options.format {
+            Format::OciDir(dir) => Some(Dir::create(dir)?),
+            _ => None,
+        },
+        push: match &options.format {
+            Format::Push(target) => Some(Pushing {
+                registry: Registry::new(target.clone()),
+                upload: None,
+            }),
+            _ => None,
+        },
     };
+    if options.format.is_oci() {
+        let mtime = spec.stamp.mtime;
+        outer.small_file("oci-layout", oci::OCI_LAYOUT, mtime)?;
+        for dir in ["blobs", "blobs/sha256"] {
+            outer.header(&Header {
+                mode: 0o755,
+                entry_type: EntryType::Directory,
+                ..plain_member(dir.as_bytes(), mtime)
+            })?;
+        }
+    }
 
     let streamed = std::thread::scope(|scope| {
         let workers = rayon::current_num_threads().max(1);
@@ -305,6 +411,7 @@ pub fn write_docker_archive(
             &rx,
             schedule,
             &mut outer,
+            options,
             progress,
         );
         // Whatever happened, let the workers finish quickly.
@@ -349,16 +456,59 @@ pub fn write_docker_archive(
         ("history", PyValue::List(history)),
     ]);
     let image_json = pyjson::dumps_value_indent4(&image_json).into_bytes();
-    let config_name = format!("{}.json", Sha256Digest::of(&image_json));
-    outer.small_file(&config_name, &image_json, spec.stamp.mtime)?;
-
-    let manifest = PyValue::List(vec![dict(vec![
-        ("Config", PyValue::from(config_name)),
-        ("RepoTags", PyValue::List(vec![repo_tag])),
-        ("Layers", PyValue::List(layer_names)),
-    ])]);
-    let manifest = pyjson::dumps_value_indent4(&manifest).into_bytes();
-    outer.small_file("manifest.json", &manifest, spec.stamp.mtime)?;
+    if options.format.is_oci() {
+        let blobs: Vec<BlobRef> = streamed
+            .iter()
+            .map(|(_, h)| h.blob.expect("hashed for an OCI format").0)
+            .collect();
+        let tag = repo_tag
+            .as_pystr()
+            .map(|t| t.to_string_lossy().into_owned())
+            .ok_or_else(|| Error::SpecKey {
+                path: PathBuf::from("spec"),
+                key: "repo_tag".into(),
+                problem: "must be a string".into(),
+            })?;
+        let mtime = spec.stamp.mtime;
+        let config_path = oci::blob_path(&Sha256Digest::of(&image_json));
+        outer.small_file(&config_path, &image_json, mtime)?;
+        let manifest = oci::manifest(&image_json, &blobs, options.compression);
+        if let Some(push) = &mut outer.push {
+            // Last, once every blob is there.
+            push.registry
+                .put_manifest(&manifest, oci::MANIFEST_MEDIA_TYPE)?;
+            progress.line(format_args!(
+                "pushed sha256:{} ({} blob uploads)",
+                Sha256Digest::of(&manifest),
+                push.registry.uploads
+            ));
+            return Ok(Summary {
+                layers: total_layers,
+                bytes: outer.offset,
+            });
+        }
+        outer.small_file(
+            &oci::blob_path(&Sha256Digest::of(&manifest)),
+            &manifest,
+            mtime,
+        )?;
+        if options.format == Format::DockerOci {
+            let docker = oci::docker_manifest(&image_json, &blobs, &tag);
+            outer.small_file("manifest.json", &docker, mtime)?;
+        }
+        // Last: a layout is only usable once everything it names is there.
+        outer.small_file("index.json", &oci::index(&manifest, &tag), mtime)?;
+    } else {
+        let config_name = format!("{}.json", Sha256Digest::of(&image_json));
+        outer.small_file(&config_name, &image_json, spec.stamp.mtime)?;
+        let manifest = PyValue::List(vec![dict(vec![
+            ("Config", PyValue::from(config_name)),
+            ("RepoTags", PyValue::List(vec![repo_tag])),
+            ("Layers", PyValue::List(layer_names)),
+        ])]);
+        let manifest = pyjson::dumps_value_indent4(&manifest).into_bytes();
+        outer.small_file("manifest.json", &manifest, spec.stamp.mtime)?;
+    }
     outer.finish()?;
 
     let summary = Summary {
@@ -387,6 +537,7 @@ fn stream_layers(
     rx: &crossbeam_channel::Receiver<(usize, Result<Hashed>)>,
     schedule: &Schedule,
     outer: &mut OuterTar<'_>,
+    options: &Options,
     progress: &Progress,
 ) -> Result<Vec<(String, Hashed)>> {
     let mut ready: Vec<Option<Hashed>> = vec![None; sources.len()];
@@ -448,6 +599,43 @@ fn stream_layers(
                 }
             }
         };
+        if let Some((blob, blob_sum)) = hashed.blob {
+            if outer.registry_has(&blob.digest)? {
+                progress.line(format_args!(
+                    "layer {layer_no}: the registry has sha256:{}",
+                    &blob.digest.hex()[..12]
+                ));
+                done.push((name, hashed));
+                continue;
+            }
+            let member = oci::blob_path(&blob.digest);
+            outer.header(&Header {
+                size: blob.size,
+                ..plain_member(member.as_bytes(), spec.stamp.mtime)
+            })?;
+            let plain_size = stream_blob(
+                source,
+                base,
+                parents,
+                spec,
+                &hashed,
+                options.compression,
+                &name,
+                outer,
+                (blob, blob_sum),
+                layer_no,
+            )?;
+            if plain_size != hashed.size {
+                return Err(Error::SizeMismatch {
+                    layer: layer_no,
+                    expected: hashed.size,
+                    actual: plain_size,
+                });
+            }
+            outer.pad(blob.size)?;
+            done.push((name, hashed));
+            continue;
+        }
         outer.header(&header)?;
         let whole_layer_sum = !matches!(source, Source::Store { .. });
         let mut sink = CountingWriter::new(&mut *outer, whole_layer_sum);
@@ -500,6 +688,85 @@ fn stream_layers(
         done.push((name, hashed));
     }
     Ok(done)
+}
+
+/// Streams one layer compressed as an OCI blob, checking that the
+/// compressed bytes are those the hashing pass found; returns the
+/// uncompressed size.
+#[allow(clippy::too_many_arguments)]
+fn stream_blob(
+    source: &Source<'_>,
+    base: Option<&BaseImage>,
+    parents: &[String],
+    spec: &Spec,
+    hashed: &Hashed,
+    compression: Compression,
+    name: &str,
+    outer: &mut OuterTar<'_>,
+    (blob, blob_sum): (BlobRef, u64),
+    layer_no: usize,
+) -> Result<u64> {
+    let mut sink = CountingWriter::new(&mut *outer, true);
+    let plain_size = match source {
+        Source::Store { entries, .. } => {
+            let entries = entries.get().expect("streamed only once hashed");
+            relay(&mut sink, |w| {
+                let mut enc = compression.encoder(w).map_err(Error::Output)?;
+                let mut counted = CountingWriter::new(&mut enc, false);
+                layer::encode(
+                    parents,
+                    entries,
+                    &spec.stamp,
+                    Contents::Verify(&hashed.sums),
+                    &mut counted,
+                )?;
+                let (n, _) = counted.finish();
+                enc.finish().map_err(Error::Output)?;
+                Ok(n)
+            })?
+        }
+        Source::Base(layer) => {
+            let base = base.expect("base layers come from a base image");
+            let mut enc = compression.encoder(&mut sink).map_err(Error::Output)?;
+            let mut counted = CountingWriter::new(&mut enc, false);
+            io::copy(&mut base.layer_reader(layer)?, &mut counted).map_err(|e| {
+                if sink_failed(&e) {
+                    Error::Output(e)
+                } else {
+                    Error::BaseImage {
+                        path: base.path().to_owned(),
+                        problem: format!("reading layer {name}: {e}"),
+                    }
+                }
+            })?;
+            let (n, _) = counted.finish();
+            enc.finish().map_err(Error::Output)?;
+            n
+        }
+        Source::Custom(custom) => {
+            let mut enc = compression.encoder(&mut sink).map_err(Error::Output)?;
+            let mut counted = CountingWriter::new(&mut enc, false);
+            copy_file(&custom.tar_path, &custom.meta, &mut counted)?;
+            let (n, _) = counted.finish();
+            enc.finish().map_err(Error::Output)?;
+            n
+        }
+    };
+    let (size, sum) = sink.finish();
+    if size != blob.size {
+        return Err(Error::SizeMismatch {
+            layer: layer_no,
+            expected: blob.size,
+            actual: size,
+        });
+    }
+    if sum != blob_sum {
+        return Err(Error::FileChanged {
+            path: PathBuf::from(name),
+            what: format!("layer {layer_no} compressed differently the second time"),
+        });
+    }
+    Ok(plain_size)
 }
 
 /// Write errors from the output are tagged so they can be told apart from
@@ -687,15 +954,114 @@ fn walk_layer(source: &Source<'_>, progress: &Progress) -> Result<u64> {
     Ok(estimate_size(source))
 }
 
-/// The outer archive, written through `out`.
+/// The outer archive, written through `out`; or, for an OCI directory, its
+/// members written as files.
 struct OuterTar<'w> {
     out: &'w mut dyn Write,
     offset: u64,
     buf: Vec<u8>,
+    dir: Option<Dir>,
+    push: Option<Pushing>,
+}
+
+/// A push in progress: blob members become uploads; other members of the
+/// would-be tar are dropped.
+struct Pushing {
+    registry: Registry,
+    upload: Option<(Upload, Sha256Digest)>,
+}
+
+impl Pushing {
+    fn start(&mut self, h: &Header<'_>) -> Result<()> {
+        self.upload = None;
+        let name = String::from_utf8_lossy(h.name);
+        let digest = name
+            .strip_prefix("blobs/sha256/")
+            .and_then(Sha256Digest::from_hex);
+        if let (Some(digest), EntryType::Regular) = (digest, h.entry_type) {
+            if !self.registry.has_blob(&digest)? {
+                self.upload = Some((Upload::start(&mut self.registry)?, digest));
+            }
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<()> {
+        if let Some((upload, digest)) = self.upload.take() {
+            upload.finish(&mut self.registry, &digest)?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<()> {
+        match &mut self.upload {
+            Some((upload, _)) => upload.write(&mut self.registry, buf),
+            None => Ok(()),
+        }
+    }
+}
+
+/// An OCI directory being written: every member the tar would hold becomes
+/// a file (or directory) under `root`.
+struct Dir {
+    root: PathBuf,
+    file: Option<(PathBuf, io::BufWriter<File>)>,
+}
+
+impl Dir {
+    fn create(root: &Path) -> Result<Dir> {
+        std::fs::create_dir_all(root.join("blobs/sha256"))
+            .map_err(|e| Error::io(root, "creating the OCI directory", e))?;
+        Ok(Dir {
+            root: root.to_owned(),
+            file: None,
+        })
+    }
+
+    fn start(&mut self, h: &Header<'_>) -> Result<()> {
+        self.close()?;
+        let path = self.root.join(std::ffi::OsStr::from_bytes(
+            h.name.strip_suffix(b"/").unwrap_or(h.name),
+        ));
+        if h.entry_type == EntryType::Directory {
+            return std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, "creating", e));
+        }
+        let file = File::create(&path).map_err(|e| Error::io(&path, "creating", e))?;
+        self.file = Some((path, io::BufWriter::with_capacity(128 << 10, file)));
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<()> {
+        if let Some((path, mut file)) = self.file.take() {
+            file.flush().map_err(|e| Error::io(&path, "writing", e))?;
+        }
+        Ok(())
+    }
+
+    fn file(&mut self) -> io::Result<&mut io::BufWriter<File>> {
+        self.file
+            .as_mut()
+            .map(|(_, f)| f)
+            .ok_or_else(|| io::Error::other("no member is open"))
+    }
 }
 
 impl OuterTar<'_> {
+    /// Whether pushing, and the registry already has this blob.
+    fn registry_has(&mut self, digest: &Sha256Digest) -> Result<bool> {
+        match &mut self.push {
+            Some(push) => push.registry.has_blob(digest),
+            None => Ok(false),
+        }
+    }
+
     fn header(&mut self, h: &Header<'_>) -> Result<()> {
+        if let Some(dir) = &mut self.dir {
+            return dir.start(h);
+        }
+        if let Some(push) = &mut self.push {
+            return push.start(h);
+        }
         self.buf.clear();
         tarheader::encode(h, &mut self.buf);
         self.offset += self.buf.len() as u64;
@@ -703,6 +1069,12 @@ impl OuterTar<'_> {
     }
 
     fn pad(&mut self, size: u64) -> Result<()> {
+        if let Some(dir) = &mut self.dir {
+            return dir.close();
+        }
+        if let Some(push) = &mut self.push {
+            return push.close();
+        }
         let pad = tarheader::data_padding(size);
         self.offset += pad as u64;
         self.out
@@ -720,6 +1092,12 @@ impl OuterTar<'_> {
     }
 
     fn finish(&mut self) -> Result<()> {
+        if let Some(dir) = &mut self.dir {
+            return dir.close();
+        }
+        if let Some(push) = &mut self.push {
+            return push.close();
+        }
         let tail = tarheader::end_of_archive(self.offset);
         self.offset += tail.len() as u64;
         self.out.write_all(&tail).map_err(Error::Output)?;
@@ -729,8 +1107,17 @@ impl OuterTar<'_> {
 
 impl Write for OuterTar<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self
-            .out
+        if let Some(push) = &mut self.push {
+            push.write(buf)
+                .map_err(|e| io::Error::new(e.kind(), OutputFailed(e)))?;
+            self.offset += buf.len() as u64;
+            return Ok(buf.len());
+        }
+        let out: &mut dyn Write = match &mut self.dir {
+            Some(dir) => dir.file()?,
+            None => &mut *self.out,
+        };
+        let n = out
             .write(buf)
             .map_err(|e| io::Error::new(e.kind(), OutputFailed(e)))?;
         self.offset += n as u64;
@@ -738,8 +1125,17 @@ impl Write for OuterTar<'_> {
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.out
-            .write_all(buf)
+        if let Some(push) = &mut self.push {
+            push.write(buf)
+                .map_err(|e| io::Error::new(e.kind(), OutputFailed(e)))?;
+            self.offset += buf.len() as u64;
+            return Ok(());
+        }
+        let out: &mut dyn Write = match &mut self.dir {
+            Some(dir) => dir.file()?,
+            None => &mut *self.out,
+        };
+        out.write_all(buf)
             .map_err(|e| io::Error::new(e.kind(), OutputFailed(e)))?;
         self.offset += buf.len() as u64;
         Ok(())

@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod base_image;
+pub mod compress;
 pub mod digest;
 pub mod error;
 pub mod filedata;
@@ -17,7 +18,9 @@ pub mod image;
 pub mod isotime;
 pub mod layer;
 pub mod layering;
+pub mod oci;
 pub mod progress;
+pub mod push;
 pub mod pyjson;
 pub mod pyrepr;
 pub mod pystr;

@@ -55,6 +55,8 @@ pub fn relay<T: Send>(
         }
         // Unblocks a producer waiting to send, after a write error.
         drop(full_rx);
+        // ...and one waiting for an empty chunk.
+        drop(empty_tx);
         let produced = producer
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));

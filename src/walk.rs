@@ -13,7 +13,7 @@
 //! that changes between them is reported by name instead of producing an
 //! image whose bytes do not match its manifest.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, Metadata};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -146,8 +146,34 @@ pub fn walk_paths(paths: &[String]) -> Result<Vec<Entry>> {
     Ok(out)
 }
 
-fn visit(path: &Path, meta: Metadata, out: &mut Vec<Entry>) -> Result<()> {
-    let kind = entry_kind(path, &meta)?;
+/// Appends `root` and everything below it in archive order: pre-order, depth
+/// first, siblings sorted. The open directories are kept on a heap-allocated
+/// stack rather than the thread's: a tree may be as deep as `PATH_MAX`
+/// allows (over 2000 levels), and the walk runs on worker threads with small
+/// stacks.
+fn visit(root: &Path, meta: Metadata, out: &mut Vec<Entry>) -> Result<()> {
+    let mut open: Vec<(PathBuf, std::vec::IntoIter<OsString>)> = Vec::new();
+    open.extend(enter(root.to_path_buf(), meta, out)?);
+    while let Some((dir, children)) = open.last_mut() {
+        let Some(name) = children.next() else {
+            open.pop();
+            continue;
+        };
+        let child = dir.join(&name);
+        let meta = fs::symlink_metadata(&child).map_err(|e| Error::io(&child, "inspecting", e))?;
+        open.extend(enter(child, meta, out)?);
+    }
+    Ok(())
+}
+
+/// Records `path`; for a directory, also returns it with its children's
+/// names in archive order.
+fn enter(
+    path: PathBuf,
+    meta: Metadata,
+    out: &mut Vec<Entry>,
+) -> Result<Option<(PathBuf, std::vec::IntoIter<OsString>)>> {
+    let kind = entry_kind(&path, &meta)?;
     let is_dir = matches!(kind, EntryKind::Directory);
     out.push(Entry {
         path: path.as_os_str().as_bytes().into(),
@@ -155,21 +181,16 @@ fn visit(path: &Path, meta: Metadata, out: &mut Vec<Entry>) -> Result<()> {
         kind,
     });
     if !is_dir {
-        return Ok(());
+        return Ok(None);
     }
     let mut children = Vec::new();
-    let listing = fs::read_dir(path).map_err(|e| Error::io(path, "listing directory", e))?;
+    let listing = fs::read_dir(&path).map_err(|e| Error::io(&path, "listing directory", e))?;
     for child in listing {
-        let child = child.map_err(|e| Error::io(path, "listing directory", e))?;
+        let child = child.map_err(|e| Error::io(&path, "listing directory", e))?;
         children.push(child.file_name());
     }
     children.sort_by(|a, b| pystr::cmp_names(a.as_bytes(), b.as_bytes()));
-    for name in children {
-        let child = path.join(&name);
-        let meta = fs::symlink_metadata(&child).map_err(|e| Error::io(&child, "inspecting", e))?;
-        visit(&child, meta, out)?;
-    }
-    Ok(())
+    Ok(Some((path, children.into_iter())))
 }
 
 fn entry_kind(path: &Path, meta: &Metadata) -> Result<EntryKind> {

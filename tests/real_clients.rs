@@ -22,6 +22,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use clients::{require, require_docker, run, run_json, run_text, unavailable, Archive};
 use serde_json::Value;
@@ -538,13 +539,18 @@ fn closed_pipe_is_a_quiet_success() {
             .expect("run head");
         assert!(head.status.success());
         assert_eq!(head.stdout.len(), 100, "head got 100 bytes");
-        let mut stderr = String::new();
-        tool.stderr
-            .take()
-            .expect("piped stderr")
-            .read_to_string(&mut stderr)
-            .expect("read stderr");
-        let status = tool.wait().expect("wait for the tool");
+        let mut tool_stderr = tool.stderr.take().expect("piped stderr");
+        let stderr_reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = tool_stderr.read_to_string(&mut text);
+            text
+        });
+        let status = clients::wait_within(
+            &mut tool,
+            Duration::from_secs(60),
+            "the tool after its reader went away",
+        );
+        let stderr = stderr_reader.join().expect("stderr reader");
         assert_eq!(
             status.code(),
             Some(0),
@@ -587,11 +593,10 @@ fn full_disk_is_a_one_line_error() {
         if quiet {
             cmd.arg("--quiet");
         }
-        let out = cmd
-            .stdin(Stdio::null())
-            .stdout(full())
-            .output()
-            .expect("run the tool");
+        let out = clients::stderr_within(
+            cmd.stdin(Stdio::null()).stdout(full()),
+            Duration::from_secs(60),
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             out.status.code().is_some_and(|c| c != 0),
@@ -602,7 +607,7 @@ fn full_disk_is_a_one_line_error() {
             !stderr.contains("panicked"),
             "quiet={quiet}: a panic:\n{stderr}"
         );
-        let last = stderr.trim_end().lines().last().unwrap_or("");
+        let last = stderr.trim_end().lines().next_back().unwrap_or("");
         assert!(
             last.contains("No space left on device"),
             "quiet={quiet}: the error names the cause:\n{stderr}"
@@ -636,14 +641,15 @@ fn failed_output_to_a_device_keeps_the_device() {
         unavailable(test, "cannot mknod a character device here");
         return;
     }
-    let out = fixtures::store_namespace_command(root, TOOL)
-        .arg(root.join("specs/basic.json"))
-        .arg("--quiet")
-        .arg("-o")
-        .arg(&node)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the tool");
+    let out = clients::stderr_within(
+        fixtures::store_namespace_command(root, TOOL)
+            .arg(root.join("specs/basic.json"))
+            .arg("--quiet")
+            .arg("-o")
+            .arg(&node)
+            .stdin(Stdio::null()),
+        Duration::from_secs(60),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "writing to a full device fails");
     assert!(!stderr.contains("panicked"), "a panic:\n{stderr}");

@@ -7,7 +7,9 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use stream_layered_image::compress::Compression;
 use stream_layered_image::image::{self, Options};
+use stream_layered_image::oci::Format;
 use stream_layered_image::progress::Progress;
 use stream_layered_image::spec::Spec;
 
@@ -16,6 +18,9 @@ stream-layered-image: write a layered Docker image archive from Nix or Guix stor
 
 USAGE:
     stream-layered-image SPEC.json [-t REPO:TAG] [-o FILE] [--quiet]
+                         [--format FORMAT] [--compress none|gzip|zstd[:LEVEL]]
+    stream-layered-image SPEC.json --push [docker://]HOST[:PORT]/REPO[:TAG]
+                         [--compress C] [--creds USER:PASS] [--insecure]
     stream-layered-image layers --graph FILE --max-layers N [--strategy NAME] ...
     stream-layered-image diff OLD.tar NEW.tar
 
@@ -28,6 +33,26 @@ OPTIONS:
     -t, --repo_tag REPO:TAG   replace the spec's repo_tag
     -o, --output FILE         write to FILE instead of stdout (removed on error)
     -q, --quiet               no progress lines and no summary on stderr
+    --format FORMAT           docker-archive (default): the archive above;
+                              oci-archive: an OCI image layout (oci-layout,
+                              blobs/sha256/..., index.json) as a tar;
+                              oci-dir DIR: the same layout written into DIR;
+                              docker+oci: one tar holding the OCI layout and
+                              Docker's manifest.json, like `docker save` of
+                              Docker 25+, for docker load, podman load and
+                              skopeo copy oci-archive:
+    --compress C              layer compression for the OCI formats: none
+                              (default), gzip[:0-9] (default level 6) or
+                              zstd[:1-22] (default 3); per layer, in parallel,
+                              and the same bytes whatever the thread count
+    --push [docker://]HOST[:PORT]/REPO[:TAG]
+                              upload straight to a registry (OCI distribution
+                              API): blobs the registry has are skipped, the
+                              others uploaded in chunks as they are
+                              compressed, the manifest last
+    --creds USER:PASS         credentials for --push (basic, or for the token
+                              endpoint of a Bearer challenge)
+    --insecure                plain HTTP for --push (default: HTTPS)
     -h, --help                this text
     -V, --version             the version
 
@@ -69,6 +94,9 @@ pub fn main(args: Vec<OsString>) -> anyhow::Result<()> {
     let mut output: Option<PathBuf> = None;
     let mut options = Options::default();
     let mut quiet = false;
+    let mut push: Option<String> = None;
+    let mut creds: Option<String> = None;
+    let mut insecure = false;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let text = arg.to_string_lossy();
@@ -89,6 +117,21 @@ pub fn main(args: Vec<OsString>) -> anyhow::Result<()> {
                 options.repo_tag = Some(value(&text)?.to_string_lossy().into_owned())
             }
             "-o" | "--output" => output = Some(value(&text)?.into()),
+            "--format" => {
+                let name = value(&text)?.to_string_lossy().into_owned();
+                let dir = if name == "oci-dir" {
+                    Some(value("--format oci-dir")?.into())
+                } else {
+                    None
+                };
+                options.format = Format::parse(&name, dir)?;
+            }
+            "--push" => push = Some(value(&text)?.to_string_lossy().into_owned()),
+            "--creds" => creds = Some(value(&text)?.to_string_lossy().into_owned()),
+            "--insecure" => insecure = true,
+            "--compress" => {
+                options.compression = Compression::parse(&value(&text)?.to_string_lossy())?;
+            }
             s if s.starts_with("--repo_tag=") || s.starts_with("--repo-tag=") => {
                 options.repo_tag = Some(s.split_once('=').map(|x| x.1).unwrap_or("").to_owned())
             }
@@ -104,6 +147,28 @@ pub fn main(args: Vec<OsString>) -> anyhow::Result<()> {
     };
     let spec = Spec::load(&spec_path)?;
     let progress = Progress::new(quiet);
+
+    if let Some(target) = push {
+        if output.is_some() || options.format != Format::DockerArchive {
+            bail!("--push writes no file; -o and --format do not apply");
+        }
+        let target =
+            stream_layered_image::push::Target::parse(&target, insecure, creds.as_deref())?;
+        if options.repo_tag.is_none() {
+            options.repo_tag = Some(format!("{}/{}:{}", target.host, target.repo, target.tag));
+        }
+        options.format = Format::Push(target);
+        image::write_docker_archive(&spec, &options, &mut std::io::sink(), &progress)?;
+        return Ok(());
+    }
+
+    if let Format::OciDir(dir) = &options.format {
+        if output.is_some() {
+            bail!("--format oci-dir writes into {dir:?}; -o does not apply");
+        }
+        image::write_docker_archive(&spec, &options, &mut std::io::sink(), &progress)?;
+        return Ok(());
+    }
 
     match output {
         None => {
@@ -128,7 +193,9 @@ pub fn main(args: Vec<OsString>) -> anyhow::Result<()> {
                 .and_then(|_| out.flush().map_err(stream_layered_image::Error::Output));
             if let Err(e) = result {
                 drop(out);
-                let _ = std::fs::remove_file(&path);
+                if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+                    let _ = std::fs::remove_file(&path);
+                }
                 return Err(e.into());
             }
         }

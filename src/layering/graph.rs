@@ -331,6 +331,18 @@ pub fn parse_raw(bytes: &[u8], origin: &str) -> Result<Vec<RawNode>> {
                 action: "decompressing",
                 cause,
             })?;
+        // One level only: each level multiplies what a small file can make
+        // us hold in memory by up to a thousand.
+        if out.starts_with(&[0x1f, 0x8b]) {
+            return Err(LayeringError::Io {
+                path: PathBuf::from(origin),
+                action: "decompressing",
+                cause: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "the data is gzip-compressed twice; only one level is accepted",
+                ),
+            });
+        }
         return parse_raw(&out, origin);
     }
     let first = bytes.iter().copied().find(|b| !b.is_ascii_whitespace());
@@ -512,7 +524,9 @@ fn parse_text(bytes: &[u8], origin: &str) -> Result<Vec<RawNode>> {
             )
         })?;
         i += 1;
-        let mut references = Vec::with_capacity(count);
+        // The count is the input's claim: reserve no more than the lines
+        // that are left could hold.
+        let mut references = Vec::with_capacity(count.min(lines.len() - i));
         for _ in 0..count {
             let reference = lines.get(i).ok_or_else(|| {
                 bad(

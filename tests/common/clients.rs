@@ -94,13 +94,70 @@ pub fn describe(cmd: &Command) -> String {
     s
 }
 
-/// Runs `cmd` to completion and panics with its output unless it succeeds.
+/// How long one client command may take before it counts as hung.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Runs `cmd` (stdout and stderr captured, stdin as set or null) and waits
+/// at most `limit`; a command still running then is killed, and the test
+/// fails saying so, rather than hanging the suite.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    stderr_within(cmd.stdout(Stdio::piped()), limit)
+}
+
+/// Like [`output_within`], leaving stdout as the caller set it (captured
+/// only when piped).
+pub fn stderr_within(cmd: &mut Command, limit: Duration) -> Output {
+    let what = describe(cmd);
+    let mut child = cmd
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start `{what}`: {e}"));
+    let stdout = child.stdout.take();
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut stdout) = stdout {
+            let _ = stdout.read_to_end(&mut buf);
+        }
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+    let status = wait_within(&mut child, limit, &what);
+    Output {
+        status,
+        stdout: out_reader.join().expect("stdout reader"),
+        stderr: err_reader.join().expect("stderr reader"),
+    }
+}
+
+/// Waits for `child` at most `limit`; kills it and panics after that.
+pub fn wait_within(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for a child") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "`{what}` still running after {} s: killed (hung?)",
+                limit.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `cmd` to completion (within [`COMMAND_TIMEOUT`]) and panics with its
+/// output unless it succeeds.
 pub fn run(cmd: &mut Command) -> Output {
     let what = describe(cmd);
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot start `{what}`: {e}"));
+    let out = output_within(cmd.stdin(Stdio::null()), COMMAND_TIMEOUT);
     if !out.status.success() {
         panic!(
             "`{what}` failed ({}):\n--- stdout\n{}\n--- stderr\n{}",

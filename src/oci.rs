@@ -1,0 +1,171 @@
+//! The OCI image layout: output formats and the small JSON documents.
+//!
+//! Input: the image config (the same bytes the docker-archive stores as
+//! `<sha256>.json`), the repo tag, and each layer's blob digest and size as
+//! found by the hashing pass in [`crate::image`]. Output: the manifest,
+//! `index.json`, `oci-layout`, and for `docker+oci` the Docker
+//! `manifest.json`, as the OCI image spec (v1.1) and `docker save` (Docker
+//! 25 and later) write them.
+//!
+//! The OCI documents are compact JSON with keys in a fixed order, so the
+//! same image always gives the same manifest digest.
+
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+
+use crate::compress::Compression;
+use crate::digest::Sha256Digest;
+use crate::error::{Error, Result};
+
+/// Media type of an OCI image manifest.
+pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+/// Media type of an OCI image config.
+pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
+/// Media type of an OCI image index.
+pub const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+/// The contents of the `oci-layout` file.
+pub const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// What to write.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Format {
+    /// A `docker save` v1.2 archive, byte-identical to the reference.
+    #[default]
+    DockerArchive,
+    /// An OCI image layout streamed as a tar.
+    OciArchive,
+    /// An OCI image layout written into this directory.
+    OciDir(PathBuf),
+    /// One tar holding the OCI layout and a Docker `manifest.json`.
+    DockerOci,
+    /// Straight to a registry.
+    Push(crate::push::Target),
+}
+
+impl Format {
+    /// Parses a `--format` value; `oci-dir` takes its directory separately.
+    pub fn parse(name: &str, dir: Option<PathBuf>) -> Result<Format> {
+        match (name, dir) {
+            ("docker-archive", None) => Ok(Format::DockerArchive),
+            ("oci-archive", None) => Ok(Format::OciArchive),
+            ("docker+oci", None) => Ok(Format::DockerOci),
+            ("oci-dir", Some(dir)) => Ok(Format::OciDir(dir)),
+            ("oci-dir", None) => Err(Error::Usage("--format oci-dir needs a directory".into())),
+            _ => Err(Error::Usage(format!(
+                "--format {name:?}: expected docker-archive, oci-archive, oci-dir DIR or docker+oci"
+            ))),
+        }
+    }
+
+    /// Whether this format holds an OCI layout.
+    pub fn is_oci(&self) -> bool {
+        !matches!(self, Format::DockerArchive)
+    }
+}
+
+/// A layer as stored in the layout.
+#[derive(Debug, Clone, Copy)]
+pub struct BlobRef {
+    /// sha256 of the stored (possibly compressed) bytes.
+    pub digest: Sha256Digest,
+    /// Their size.
+    pub size: u64,
+}
+
+/// The path of a blob inside the layout.
+pub fn blob_path(digest: &Sha256Digest) -> String {
+    format!("blobs/sha256/{digest}")
+}
+
+/// The image manifest.
+pub fn manifest(config: &[u8], layers: &[BlobRef], compression: Compression) -> Vec<u8> {
+    let layers: Vec<Value> = layers
+        .iter()
+        .map(|l| {
+            json!({
+                "mediaType": compression.layer_media_type(),
+                "digest": format!("sha256:{}", l.digest),
+                "size": l.size,
+            })
+        })
+        .collect();
+    let doc = json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "config": {
+            "mediaType": CONFIG_MEDIA_TYPE,
+            "digest": format!("sha256:{}", Sha256Digest::of(config)),
+            "size": config.len(),
+        },
+        "layers": layers,
+    });
+    serde_json::to_vec(&doc).expect("plain JSON")
+}
+
+/// Splits `name:tag` (the tag is what follows the last colon after the
+/// last slash); no tag means `latest`.
+pub fn split_tag(repo_tag: &str) -> (&str, &str) {
+    let slash = repo_tag.rfind('/').map_or(0, |i| i + 1);
+    match repo_tag[slash..].rfind(':') {
+        Some(i) => (&repo_tag[..slash + i], &repo_tag[slash + i + 1..]),
+        None => (repo_tag, "latest"),
+    }
+}
+
+/// `index.json`, naming the manifest with the tag
+/// (`org.opencontainers.image.ref.name`) and, as containerd and Docker do,
+/// the full name (`io.containerd.image.name`).
+pub fn index(manifest: &[u8], repo_tag: &str) -> Vec<u8> {
+    let (_, tag) = split_tag(repo_tag);
+    let doc = json!({
+        "schemaVersion": 2,
+        "mediaType": INDEX_MEDIA_TYPE,
+        "manifests": [{
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "digest": format!("sha256:{}", Sha256Digest::of(manifest)),
+            "size": manifest.len(),
+            "annotations": {
+                "io.containerd.image.name": repo_tag,
+                "org.opencontainers.image.ref.name": tag,
+            },
+        }],
+    });
+    serde_json::to_vec(&doc).expect("plain JSON")
+}
+
+/// Docker's `manifest.json` pointing into the layout's blobs.
+pub fn docker_manifest(config: &[u8], layers: &[BlobRef], repo_tag: &str) -> Vec<u8> {
+    let layers: Vec<String> = layers.iter().map(|l| blob_path(&l.digest)).collect();
+    let doc = json!([{
+        "Config": blob_path(&Sha256Digest::of(config)),
+        "RepoTags": [repo_tag],
+        "Layers": layers,
+    }]);
+    serde_json::to_vec(&doc).expect("plain JSON")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_tags() {
+        assert_eq!(split_tag("foo:1"), ("foo", "1"));
+        assert_eq!(
+            split_tag("localhost:5000/foo"),
+            ("localhost:5000/foo", "latest")
+        );
+        assert_eq!(split_tag("h:5/a/b:t"), ("h:5/a/b", "t"));
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(
+            Format::parse("oci-archive", None).unwrap(),
+            Format::OciArchive
+        );
+        assert!(Format::parse("oci-dir", None).is_err());
+        assert!(Format::parse("tar", None).is_err());
+    }
+}
