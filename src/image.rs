@@ -35,6 +35,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -54,7 +55,7 @@ use crate::progress::{human_bytes, Progress};
 use crate::push::{Registry, Upload};
 use crate::pyjson::{self, PyValue};
 use crate::pyrepr;
-use crate::relay::relay;
+use crate::relay::{relay, relay_direct};
 use crate::schedule::{Job, Schedule};
 use crate::spec::Spec;
 use crate::tarheader::{self, EntryType, Header};
@@ -69,6 +70,10 @@ pub struct Options {
     pub format: Format,
     /// How layers are compressed (OCI formats only).
     pub compression: Compression,
+    /// The pipe that the output writer finally writes to, if it is one:
+    /// large store files are then spliced into it from the page cache
+    /// (after the writer is flushed) instead of being copied through it.
+    pub output_pipe: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
 }
 
 /// What a finished run wrote.
@@ -638,11 +643,17 @@ fn stream_layers(
         }
         outer.header(&header)?;
         let whole_layer_sum = !matches!(source, Source::Store { .. });
+        let direct = options
+            .output_pipe
+            .as_deref()
+            .filter(|_| outer.writes_through())
+            .map(|fd| fd.as_fd());
+        let mut spliced = 0;
         let mut sink = CountingWriter::new(&mut *outer, whole_layer_sum);
         match source {
             Source::Store { entries, .. } => {
                 let entries = entries.get().expect("streamed only once hashed");
-                relay(&mut sink, |w| {
+                (_, spliced) = relay_direct(&mut sink, direct, |w| {
                     layer::encode(
                         parents,
                         entries,
@@ -667,7 +678,9 @@ fn stream_layers(
             }
             Source::Custom(custom) => copy_file(&custom.tar_path, &custom.meta, &mut sink)?,
         }
-        let (size, sum) = sink.finish();
+        let (counted, sum) = sink.finish();
+        outer.wrote_around(spliced);
+        let size = counted + spliced;
         if size != hashed.size {
             return Err(Error::SizeMismatch {
                 layer: layer_no,
@@ -1047,6 +1060,17 @@ impl Dir {
 }
 
 impl OuterTar<'_> {
+    /// Whether members go to the output writer as they are (a plain tar
+    /// stream), so that bytes may also reach its pipe directly.
+    fn writes_through(&self) -> bool {
+        self.dir.is_none() && self.push.is_none()
+    }
+
+    /// Counts `n` bytes that went to the output's pipe directly.
+    fn wrote_around(&mut self, n: u64) {
+        self.offset += n;
+    }
+
     /// Whether pushing, and the registry already has this blob.
     fn registry_has(&mut self, digest: &Sha256Digest) -> Result<bool> {
         match &mut self.push {

@@ -10,13 +10,19 @@
 //! checksum (XXH3) in the hashing pass that the streaming pass must match:
 //! a file that changed in between is named in the error, and the streamed
 //! layer can never differ from its digest.
+//!
+//! A sink that can copy files itself ([`LayerSink::takes_files`], the
+//! relay into a pipe) gets a large file's handle instead of its bytes,
+//! once the streaming pass has checked and checksummed it.
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 
+use crate::digest::{CountingWriter, HashingWriter};
 use crate::error::{Error, Result};
 use crate::filedata;
+use crate::relay::{CheckedFile, RelayWriter};
 use crate::tarheader::{self, EntryType, Header};
 use crate::walk::{Entry, EntryKind, FileIdentity};
 
@@ -44,15 +50,57 @@ pub enum Contents<'a> {
     Verify(&'a [u64]),
 }
 
+/// Where [`encode`] writes a layer.
+pub trait LayerSink: Write {
+    /// Whether the sink takes whole files ([`LayerSink::take_file`]) in
+    /// the streaming pass.
+    fn takes_files(&self) -> bool {
+        false
+    }
+
+    /// Takes over a checked file: its bytes follow what was written so far.
+    fn take_file(&mut self, file: CheckedFile) -> io::Result<()> {
+        drop(file);
+        Err(io::Error::other("this sink takes no files"))
+    }
+
+    /// Writes all of `buf` and leaves it empty, possibly swapping it for
+    /// another buffer rather than copying it.
+    fn write_owned(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
+        self.write_all(buf)?;
+        buf.clear();
+        Ok(())
+    }
+}
+
+impl LayerSink for RelayWriter {
+    fn takes_files(&self) -> bool {
+        RelayWriter::takes_files(self)
+    }
+
+    fn take_file(&mut self, file: CheckedFile) -> io::Result<()> {
+        self.send_file(file)
+    }
+
+    fn write_owned(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
+        self.send_buffer(buf)
+    }
+}
+
+impl<W: Write> LayerSink for HashingWriter<W> {}
+impl<W: Write> LayerSink for CountingWriter<W> {}
+impl LayerSink for Vec<u8> {}
+impl<W: Write + ?Sized> LayerSink for &mut W {}
+
 /// Writes the tar archive of a layer: the store's parent directories (mode
 /// 0755), then `entries`, then the end-of-archive padding. Returns the
-/// number of bytes written.
+/// number of bytes written, including those of files handed to the sink.
 pub fn encode(
     parents: &[String],
     entries: &[Entry],
     stamp: &Stamp,
     contents: Contents<'_>,
-    out: &mut dyn Write,
+    out: &mut dyn LayerSink,
 ) -> Result<u64> {
     let mut enc = Encoder {
         out,
@@ -118,7 +166,7 @@ fn member<'a>(
 }
 
 struct Encoder<'w> {
-    out: &'w mut dyn Write,
+    out: &'w mut dyn LayerSink,
     offset: u64,
     /// Headers and small contents are gathered here so that the sink sees
     /// few large writes.
@@ -144,8 +192,9 @@ impl Encoder<'_> {
 
     fn flush_headers(&mut self) -> Result<()> {
         if !self.headers.is_empty() {
-            self.out.write_all(&self.headers).map_err(Error::Output)?;
-            self.headers.clear();
+            self.out
+                .write_owned(&mut self.headers)
+                .map_err(Error::Output)?;
         }
         Ok(())
     }
@@ -178,10 +227,15 @@ impl Encoder<'_> {
         if matches!(self.contents, Contents::Verify(_)) && size <= filedata::READ_LIMIT {
             check(&file)?;
         }
+        // Handing the file over saves copying it; worth it only for files
+        // large enough to be mapped.
+        let hand_over = matches!(self.contents, Contents::Verify(_))
+            && size > filedata::READ_LIMIT
+            && self.out.takes_files();
         let sum = if size <= filedata::READ_LIMIT {
             self.small_file(&file, size)
         } else {
-            self.large_file(&file, size, &check)
+            self.large_file(&file, size, &check, !hand_over)
         }
         .map_err(|e| match e {
             ContentError::Changed(e) => e,
@@ -201,6 +255,17 @@ impl Encoder<'_> {
                     return Err(changed("its contents changed".into()));
                 }
             }
+        }
+        if hand_over {
+            self.flush_headers()?;
+            self.out
+                .take_file(CheckedFile {
+                    file,
+                    len: size,
+                    path: path.to_owned(),
+                    identity: *expected,
+                })
+                .map_err(Error::Output)?;
         }
         self.files += 1;
         let pad = tarheader::data_padding(size);
@@ -230,9 +295,8 @@ impl Encoder<'_> {
         let size = size as usize;
         if self.headers.len() + size > GATHER {
             self.out
-                .write_all(&self.headers)
+                .write_owned(&mut self.headers)
                 .map_err(ContentError::Sink)?;
-            self.headers.clear();
         }
         let start = self.headers.len();
         self.headers.resize(start + size, 0);
@@ -243,12 +307,14 @@ impl Encoder<'_> {
         Ok(xxhash_rust::xxh3::xxh3_64(&self.headers[start..]))
     }
 
-    /// Streams a large file window by window; returns its checksum.
+    /// Streams a large file window by window (or, unless `write`, only
+    /// reads it); returns its checksum.
     fn large_file(
         &mut self,
         file: &File,
         size: u64,
         check: &dyn Fn(&File) -> Result<()>,
+        write: bool,
     ) -> std::result::Result<u64, ContentError> {
         // The chunk reader speaks io::Error; these keep our own errors, so
         // that a changed file and a failing sink are reported as such.
@@ -273,10 +339,12 @@ impl Encoder<'_> {
             },
             &mut |chunk| {
                 checksum.update(chunk);
+                if !write {
+                    return Ok(());
+                }
                 let mut write = || -> io::Result<()> {
                     if !headers.is_empty() {
-                        out.write_all(headers)?;
-                        headers.clear();
+                        out.write_owned(headers)?;
                     }
                     out.write_all(chunk)
                 };

@@ -7,17 +7,51 @@
 //! sends them over a bounded channel; the output thread only writes. Chunks
 //! come back through a second channel to be reused, so memory stays at a few
 //! chunks whatever the layer's size, and no allocation happens per chunk.
+//!
+//! When the output is a pipe ([`relay_direct`]), a large file does not pass
+//! through a chunk at all: the producer checks and checksums it, then sends
+//! its handle, and the output thread `splice`s it from the page cache into
+//! the pipe. That saves two copies of every byte (file to chunk, chunk to
+//! pipe), which on a two-core builder is most of what streaming costs
+//! besides the reader's own copy. The output thread looks at the file again
+//! after the splice, so a file written to while it was spliced is reported,
+//! as it is on the copying path.
 
+use std::fs::File;
 use std::io::{self, Write};
+use std::os::fd::BorrowedFd;
+use std::path::PathBuf;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
+use rustix::io::Errno;
+use rustix::pipe::SpliceFlags;
 
 use crate::error::{Error, Result};
+use crate::walk::FileIdentity;
 
 /// Size of one chunk.
 pub const CHUNK: usize = 1 << 20;
 /// Chunks in flight at most (memory bound: `CHUNK * DEPTH`).
 pub const DEPTH: usize = 4;
+
+/// A whole file, already checked against its walk-time identity and
+/// checksummed by the producer, for the output thread to copy itself.
+#[derive(Debug)]
+pub struct CheckedFile {
+    /// The open file.
+    pub file: File,
+    /// Bytes to copy, from offset 0.
+    pub len: u64,
+    /// The file's path, for errors.
+    pub path: PathBuf,
+    /// What the file must still look like once copied.
+    pub identity: FileIdentity,
+}
+
+enum Piece {
+    Bytes(Vec<u8>),
+    File(CheckedFile),
+}
 
 /// Runs `produce` on its own thread, writing everything it writes to `out`
 /// in order, and returns its result.
@@ -26,9 +60,22 @@ pub const DEPTH: usize = 4;
 /// output's error is returned; otherwise the producer's own error is.
 pub fn relay<T: Send>(
     out: &mut dyn Write,
-    produce: impl FnOnce(&mut dyn Write) -> Result<T> + Send,
+    produce: impl FnOnce(&mut RelayWriter) -> Result<T> + Send,
 ) -> Result<T> {
-    let (full_tx, full_rx) = bounded::<Vec<u8>>(DEPTH);
+    relay_direct(out, None, produce).map(|(value, _)| value)
+}
+
+/// Like [`relay`], where `direct` is the pipe that `out` finally writes
+/// to: the producer may then hand over whole files
+/// ([`RelayWriter::send_file`]), which are spliced into `direct` after
+/// `out` is flushed. Returns the producer's result and the number of bytes
+/// that went to `direct` without passing through `out`.
+pub fn relay_direct<T: Send>(
+    out: &mut dyn Write,
+    direct: Option<BorrowedFd<'_>>,
+    produce: impl FnOnce(&mut RelayWriter) -> Result<T> + Send,
+) -> Result<(T, u64)> {
+    let (full_tx, full_rx) = bounded::<Piece>(DEPTH);
     let (empty_tx, empty_rx) = bounded::<Vec<u8>>(DEPTH);
     std::thread::scope(|scope| {
         let producer = scope.spawn(move || {
@@ -37,6 +84,7 @@ pub fn relay<T: Send>(
                 empty: empty_rx,
                 buf: Vec::with_capacity(CHUNK),
                 allocated: 1,
+                takes_files: direct.is_some(),
             };
             let result = produce(&mut writer);
             match result {
@@ -44,14 +92,32 @@ pub fn relay<T: Send>(
                 Err(e) => Err(e),
             }
         });
-        let mut write_error = None;
-        for chunk in &full_rx {
-            if let Err(e) = out.write_all(&chunk) {
-                write_error = Some(e);
+        let mut output_error = None;
+        let mut direct_bytes = 0;
+        for piece in &full_rx {
+            let written = match piece {
+                Piece::Bytes(chunk) => {
+                    let written = out.write_all(&chunk).map_err(Error::Output);
+                    // The producer may have finished; a full or closed pool
+                    // is fine.
+                    let _ = empty_tx.try_send(chunk);
+                    written
+                }
+                Piece::File(file) => match direct {
+                    Some(pipe) => out
+                        .flush()
+                        .map_err(Error::Output)
+                        .and_then(|()| splice_file(&file, pipe))
+                        .map(|()| direct_bytes += file.len),
+                    None => Err(Error::Output(io::Error::other(
+                        "a file was handed over to an output that takes none",
+                    ))),
+                },
+            };
+            if let Err(e) = written {
+                output_error = Some(e);
                 break;
             }
-            // The producer may have finished; a full or closed pool is fine.
-            let _ = empty_tx.try_send(chunk);
         }
         // Unblocks a producer waiting to send, after a write error.
         drop(full_rx);
@@ -60,39 +126,156 @@ pub fn relay<T: Send>(
         let produced = producer
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        match write_error {
-            Some(e) => Err(Error::Output(e)),
-            None => produced,
+        match output_error {
+            Some(e) => Err(e),
+            None => produced.map(|value| (value, direct_bytes)),
         }
     })
 }
 
-struct RelayWriter {
-    full: Sender<Vec<u8>>,
+/// Copies all of `checked` into `pipe`, then confirms the file is unchanged.
+fn splice_file(checked: &CheckedFile, pipe: BorrowedFd<'_>) -> Result<()> {
+    let changed = |what: &str| Error::FileChanged {
+        path: checked.path.clone(),
+        what: what.into(),
+    };
+    let mut offset = 0u64;
+    while offset < checked.len {
+        let want = (checked.len - offset).min(1 << 30) as usize;
+        match rustix::pipe::splice(
+            &checked.file,
+            Some(&mut offset),
+            pipe,
+            None,
+            want,
+            SpliceFlags::MORE,
+        ) {
+            Ok(0) => return Err(changed("it became shorter")),
+            Ok(_) => {}
+            Err(Errno::INTR) => {}
+            // A file system that cannot splice: copy the rest instead.
+            Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
+                return copy_rest(checked, offset, pipe).and_then(|()| recheck(checked))
+            }
+            Err(Errno::PIPE) => return Err(Error::Output(Errno::PIPE.into())),
+            Err(e) => return Err(Error::io(&checked.path, "splicing to the output", e.into())),
+        }
+    }
+    recheck(checked)
+}
+
+/// The copying fallback of [`splice_file`], from `offset` on.
+fn copy_rest(checked: &CheckedFile, mut offset: u64, pipe: BorrowedFd<'_>) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0; CHUNK];
+    while offset < checked.len {
+        let want = (checked.len - offset).min(CHUNK as u64) as usize;
+        let n = match checked.file.read_at(&mut buf[..want], offset) {
+            Ok(0) => {
+                return Err(Error::FileChanged {
+                    path: checked.path.clone(),
+                    what: "it became shorter".into(),
+                })
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(&checked.path, "reading", e)),
+        };
+        let mut rest = &buf[..n];
+        while !rest.is_empty() {
+            match rustix::io::write(pipe, rest) {
+                Ok(written) => rest = &rest[written..],
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(Error::Output(e.into())),
+            }
+        }
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+/// A file rewritten while it was copied keeps its size but not its ctime.
+fn recheck(checked: &CheckedFile) -> Result<()> {
+    let meta = checked
+        .file
+        .metadata()
+        .map_err(|e| Error::io(&checked.path, "inspecting", e))?;
+    match checked.identity.difference(&FileIdentity::of(&meta)) {
+        Some(what) => Err(Error::FileChanged {
+            path: checked.path.clone(),
+            what,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The producer's end of a [`relay`]: a `Write` that fills chunks.
+pub struct RelayWriter {
+    full: Sender<Piece>,
     empty: Receiver<Vec<u8>>,
     buf: Vec<u8>,
     allocated: usize,
+    takes_files: bool,
 }
 
 impl RelayWriter {
+    /// Whether [`RelayWriter::send_file`] is available (the output is a
+    /// pipe that files can be spliced into).
+    pub fn takes_files(&self) -> bool {
+        self.takes_files
+    }
+
+    /// Hands over a whole file, to follow the bytes written so far.
+    pub fn send_file(&mut self, file: CheckedFile) -> io::Result<()> {
+        if !self.takes_files {
+            return Err(io::Error::other("this relay takes no files"));
+        }
+        if !self.buf.is_empty() {
+            self.send()?;
+        }
+        self.full.send(Piece::File(file)).map_err(|_| closed())
+    }
+
+    /// Sends all of `buf` as it is, leaving an empty buffer in its place:
+    /// a producer that gathers its own output saves a copy.
+    pub fn send_buffer(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        if !self.buf.is_empty() {
+            self.send()?;
+        }
+        let next = self.empty_buffer()?;
+        let full = std::mem::replace(buf, next);
+        self.full.send(Piece::Bytes(full)).map_err(|_| closed())
+    }
+
     fn send(&mut self) -> io::Result<()> {
-        let next = match self.empty.try_recv() {
+        let next = self.empty_buffer()?;
+        let full = std::mem::replace(&mut self.buf, next);
+        self.full.send(Piece::Bytes(full)).map_err(|_| closed())
+    }
+
+    /// A cleared buffer from the pool, or a new one while fewer than
+    /// `DEPTH + 2` exist (the chunks in flight, the one being filled and
+    /// the producer's own).
+    fn empty_buffer(&mut self) -> io::Result<Vec<u8>> {
+        let mut buf = match self.empty.try_recv() {
             Ok(buf) => buf,
-            Err(_) if self.allocated < DEPTH + 1 => {
+            Err(_) if self.allocated < DEPTH + 2 => {
                 self.allocated += 1;
                 Vec::with_capacity(CHUNK)
             }
             Err(_) => self.empty.recv().map_err(|_| closed())?,
         };
-        let full = std::mem::replace(&mut self.buf, next);
-        self.buf.clear();
-        self.full.send(full).map_err(|_| closed())
+        buf.clear();
+        Ok(buf)
     }
 
     fn finish(mut self) -> io::Result<()> {
         if !self.buf.is_empty() {
             let last = std::mem::take(&mut self.buf);
-            self.full.send(last).map_err(|_| closed())?;
+            self.full.send(Piece::Bytes(last)).map_err(|_| closed())?;
         }
         Ok(())
     }
@@ -120,6 +303,135 @@ impl Write for RelayWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
+    use std::os::fd::AsFd;
+
+    fn temp_file(content: &[u8]) -> (tempfile::TempDir, PathBuf, File) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, content).unwrap();
+        let file = File::open(&path).unwrap();
+        (dir, path, file)
+    }
+
+    fn checked(path: &std::path::Path, file: File, len: u64) -> CheckedFile {
+        let identity = FileIdentity::of(&file.metadata().unwrap());
+        CheckedFile {
+            file,
+            len,
+            path: path.to_owned(),
+            identity,
+        }
+    }
+
+    /// Runs `relay_direct` into a real pipe (buffered bytes go through a
+    /// `BufWriter` on the same pipe, as the command line does), reading the
+    /// pipe on another thread; returns the result and everything read.
+    fn through_pipe<T: Send>(
+        produce: impl FnOnce(&mut RelayWriter) -> Result<T> + Send,
+    ) -> (Result<(T, u64)>, Vec<u8>) {
+        let (mut reader, writer) = os_pipe::pipe().unwrap();
+        let pipe = writer.try_clone().unwrap();
+        let drain = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            reader.read_to_end(&mut all).unwrap();
+            all
+        });
+        let result = {
+            let mut out = io::BufWriter::with_capacity(4096, writer);
+            let result = relay_direct(&mut out, Some(pipe.as_fd()), produce);
+            out.flush().unwrap();
+            drop(out);
+            drop(pipe);
+            result
+        };
+        (result, drain.join().unwrap())
+    }
+
+    #[test]
+    fn spliced_files_keep_their_place_between_bytes() {
+        let content: Vec<u8> = (0..3 * CHUNK + 5).map(|i| (i % 253) as u8).collect();
+        let (_dir, path, file) = temp_file(&content);
+        let (result, read) = through_pipe(|w| {
+            assert!(w.takes_files());
+            w.write_all(b"before").map_err(Error::Output)?;
+            w.send_file(checked(&path, file, content.len() as u64))
+                .map_err(Error::Output)?;
+            let mut gathered = b"after".to_vec();
+            w.send_buffer(&mut gathered).map_err(Error::Output)?;
+            assert!(gathered.is_empty());
+            Ok(7)
+        });
+        let (value, direct) = result.unwrap();
+        assert_eq!((value, direct), (7, content.len() as u64));
+        let mut expected = b"before".to_vec();
+        expected.extend_from_slice(&content);
+        expected.extend_from_slice(b"after");
+        assert!(read == expected, "the pipe got other bytes");
+    }
+
+    #[test]
+    fn a_file_changed_before_its_splice_is_named() {
+        let (_dir, path, file) = temp_file(&[1; 4096]);
+        let handed = checked(&path, file, 4096);
+        // Same size, new contents: only the ctime tells.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .write_all(&[2; 4096])
+            .unwrap();
+        let (result, _) = through_pipe(|w| w.send_file(handed).map_err(Error::Output));
+        match result.unwrap_err() {
+            Error::FileChanged { path: named, .. } => assert_eq!(named, path),
+            other => panic!("expected FileChanged, got {other}"),
+        }
+    }
+
+    #[test]
+    fn a_file_shorter_than_handed_over_is_named() {
+        let (_dir, path, file) = temp_file(&[1; 100]);
+        let handed = checked(&path, file, 200);
+        let (result, _) = through_pipe(|w| w.send_file(handed).map_err(Error::Output));
+        match result.unwrap_err() {
+            Error::FileChanged { path: named, what } => {
+                assert_eq!(named, path);
+                assert!(what.contains("shorter"), "{what}");
+            }
+            other => panic!("expected FileChanged, got {other}"),
+        }
+    }
+
+    #[test]
+    fn the_copying_fallback_writes_the_same_bytes() {
+        let content: Vec<u8> = (0..CHUNK + 17).map(|i| (i % 241) as u8).collect();
+        let (_dir, path, file) = temp_file(&content);
+        let handed = checked(&path, file, content.len() as u64);
+        let (mut reader, writer) = os_pipe::pipe().unwrap();
+        let drain = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            reader.read_to_end(&mut all).unwrap();
+            all
+        });
+        copy_rest(&handed, 10, writer.as_fd()).unwrap();
+        drop(writer);
+        assert!(
+            drain.join().unwrap() == content[10..],
+            "the pipe got other bytes"
+        );
+    }
+
+    #[test]
+    fn without_a_pipe_files_are_refused() {
+        let (_dir, path, file) = temp_file(b"x");
+        let err = relay(&mut Vec::new(), |w| {
+            assert!(!w.takes_files());
+            w.send_file(checked(&path, file, 1)).map_err(Error::Output)
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("takes no files"), "{err}");
+    }
 
     #[test]
     fn relays_everything_in_order() {

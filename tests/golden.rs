@@ -125,6 +125,55 @@ fn golden_digests() {
     }
 }
 
+/// The stream takes two paths: into a pipe, large files are spliced from
+/// the page cache (what `golden_digests` sees, through `Command::output`);
+/// into a regular file they are copied. Both must give the golden bytes.
+#[test]
+fn golden_digests_when_stdout_is_a_file_or_dash_o() {
+    let fx = match fixtures::fixtures() {
+        Ok(fx) => fx,
+        Err(why) => {
+            eprintln!("SKIPPING golden test: {why}");
+            return;
+        }
+    };
+    let (_, goldens) = parse_digests();
+    let tool = PathBuf::from(env!("CARGO_BIN_EXE_stream-layered-image"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    // Cases with files large enough to be mapped (and so spliced).
+    for case in ["basic", "nonroot-pax", "gnu-store", "grouped"] {
+        let g = goldens
+            .iter()
+            .find(|g| g.case == case)
+            .unwrap_or_else(|| panic!("no golden digest for {case}"));
+        for how in ["stdout-file", "dash-o"] {
+            let target = dir.path().join(format!("{case}-{how}.tar"));
+            let mut cmd = fixtures::store_namespace_command(&fx.root, &tool);
+            cmd.arg(fx.spec(case))
+                .args(&g.args)
+                .env_clear()
+                .envs(fx.case_env(case))
+                .stderr(std::process::Stdio::null());
+            if how == "dash-o" {
+                cmd.arg("-o").arg(&target);
+            } else {
+                cmd.stdout(fs::File::create(&target).unwrap());
+            }
+            let status = cmd.status().unwrap();
+            let bytes = fs::read(&target).unwrap_or_default();
+            let sha256 = format!("{:x}", Sha256::digest(&bytes));
+            if !status.success() || sha256 != g.sha256 || bytes.len() as u64 != g.size {
+                failures.push(format!(
+                    "{case} ({how}): {status}, {} bytes sha256 {sha256}",
+                    bytes.len()
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 fn check_case(fx: &Fixtures, tool: &Path, g: &Golden) -> Result<(), String> {
     let out = fixtures::store_namespace_command(&fx.root, tool)
         .arg(fx.spec(&g.case))

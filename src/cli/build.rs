@@ -181,6 +181,10 @@ pub fn main(args: Vec<OsString>) -> anyhow::Result<()> {
             // A bigger pipe means fewer wake-ups of the reader (docker load,
             // skopeo, cat) per gigabyte. Not a pipe, or not allowed: no harm.
             let _ = rustix::pipe::fcntl_setpipe_size(&fd, 1 << 20);
+            if is_blocking_pipe(&fd) {
+                let pipe = fd.try_clone().context("duplicating stdout")?;
+                options.output_pipe = Some(std::sync::Arc::new(pipe));
+            }
             let mut out = BufWriter::with_capacity(128 << 10, File::from(fd));
             image::write_docker_archive(&spec, &options, &mut out, &progress)?;
             out.flush().map_err(stream_layered_image::Error::Output)?;
@@ -201,4 +205,15 @@ pub fn main(args: Vec<OsString>) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether `fd` is a pipe that writes block (so files can be spliced into
+/// it; a non-blocking one would need polling).
+fn is_blocking_pipe(fd: &std::os::fd::OwnedFd) -> bool {
+    let is_fifo = rustix::fs::fstat(fd).is_ok_and(|st| {
+        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Fifo
+    });
+    let blocking = rustix::fs::fcntl_getfl(fd)
+        .is_ok_and(|flags| !flags.contains(rustix::fs::OFlags::NONBLOCK));
+    is_fifo && blocking
 }
