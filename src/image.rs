@@ -35,7 +35,6 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -70,10 +69,11 @@ pub struct Options {
     pub format: Format,
     /// How layers are compressed (OCI formats only).
     pub compression: Compression,
-    /// The pipe that the output writer finally writes to, if it is one:
-    /// large store files are then spliced into it from the page cache
-    /// (after the writer is flushed) instead of being copied through it.
-    pub output_pipe: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
+    /// The descriptor the output writer finally writes to, when it can
+    /// take spliced pages: large store files are then spliced into it from
+    /// the page cache (after the writer is flushed) instead of being copied
+    /// through the writer.
+    pub direct_output: Option<std::sync::Arc<crate::relay::DirectOutput>>,
 }
 
 /// What a finished run wrote.
@@ -644,10 +644,9 @@ fn stream_layers(
         outer.header(&header)?;
         let whole_layer_sum = !matches!(source, Source::Store { .. });
         let direct = options
-            .output_pipe
+            .direct_output
             .as_deref()
-            .filter(|_| outer.writes_through())
-            .map(|fd| fd.as_fd());
+            .filter(|_| outer.writes_through());
         let mut spliced = 0;
         let mut sink = CountingWriter::new(&mut *outer, whole_layer_sum);
         match source {

@@ -8,18 +8,20 @@
 //! come back through a second channel to be reused, so memory stays at a few
 //! chunks whatever the layer's size, and no allocation happens per chunk.
 //!
-//! When the output is a pipe ([`relay_direct`]), a large file does not pass
-//! through a chunk at all: the producer checks and checksums it, then sends
-//! its handle, and the output thread `splice`s it from the page cache into
-//! the pipe. That saves two copies of every byte (file to chunk, chunk to
-//! pipe), which on a two-core builder is most of what streaming costs
-//! besides the reader's own copy. The output thread looks at the file again
-//! after the splice, so a file written to while it was spliced is reported,
-//! as it is on the copying path.
+//! When the output is a pipe or a regular file ([`DirectOutput`],
+//! [`relay_direct`]), a large file does not pass through a chunk at all:
+//! the producer checks and checksums it, then sends its handle, and the
+//! output thread `splice`s it from the page cache into the pipe (or, for a
+//! file such as the image `buildLayeredImage` writes into the store,
+//! through a pipe of our own into the file). That saves two copies of every
+//! byte (file to chunk, chunk to output), which on a two-core builder is
+//! most of what streaming costs besides the reader's own copy. The output
+//! thread looks at the file again after the splice, so a file written to
+//! while it was spliced is reported, as it is on the copying path.
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -48,6 +50,39 @@ pub struct CheckedFile {
     pub identity: FileIdentity,
 }
 
+/// Where [`relay_direct`] may splice files: the descriptor that the
+/// relay's buffered output finally writes to.
+#[derive(Debug)]
+pub struct DirectOutput {
+    out: OwnedFd,
+    /// For an output that is not a pipe, the pipe that spliced pages pass
+    /// through on their way (splice needs a pipe at one end).
+    via: Option<(os_pipe::PipeReader, os_pipe::PipeWriter)>,
+}
+
+impl DirectOutput {
+    /// A direct path to `out`, if it can take spliced pages: a pipe that
+    /// blocks (a non-blocking one would need polling), or a regular file
+    /// not opened for appending. `None` for anything else (a terminal, a
+    /// socket, a device), which then gets copies.
+    pub fn new(out: OwnedFd) -> io::Result<Option<DirectOutput>> {
+        use rustix::fs::{FileType, OFlags};
+        let kind = FileType::from_raw_mode(rustix::fs::fstat(&out)?.st_mode);
+        let flags = rustix::fs::fcntl_getfl(&out)?;
+        let via = match kind {
+            FileType::Fifo if !flags.contains(OFlags::NONBLOCK) => None,
+            FileType::RegularFile if !flags.contains(OFlags::APPEND) => {
+                let (reader, writer) = os_pipe::pipe()?;
+                // Fewer, larger splices; the default size works too.
+                let _ = rustix::pipe::fcntl_setpipe_size(&writer, CHUNK);
+                Some((reader, writer))
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(DirectOutput { out, via }))
+    }
+}
+
 enum Piece {
     Bytes(Vec<u8>),
     File(CheckedFile),
@@ -65,14 +100,14 @@ pub fn relay<T: Send>(
     relay_direct(out, None, produce).map(|(value, _)| value)
 }
 
-/// Like [`relay`], where `direct` is the pipe that `out` finally writes
-/// to: the producer may then hand over whole files
+/// Like [`relay`], where `direct` is the descriptor that `out` finally
+/// writes to: the producer may then hand over whole files
 /// ([`RelayWriter::send_file`]), which are spliced into `direct` after
 /// `out` is flushed. Returns the producer's result and the number of bytes
 /// that went to `direct` without passing through `out`.
 pub fn relay_direct<T: Send>(
     out: &mut dyn Write,
-    direct: Option<BorrowedFd<'_>>,
+    direct: Option<&DirectOutput>,
     produce: impl FnOnce(&mut RelayWriter) -> Result<T> + Send,
 ) -> Result<(T, u64)> {
     let (full_tx, full_rx) = bounded::<Piece>(DEPTH);
@@ -104,10 +139,10 @@ pub fn relay_direct<T: Send>(
                     written
                 }
                 Piece::File(file) => match direct {
-                    Some(pipe) => out
+                    Some(direct) => out
                         .flush()
                         .map_err(Error::Output)
-                        .and_then(|()| splice_file(&file, pipe))
+                        .and_then(|()| splice_file(&file, direct))
                         .map(|()| direct_bytes += file.len),
                     None => Err(Error::Output(io::Error::other(
                         "a file was handed over to an output that takes none",
@@ -133,16 +168,25 @@ pub fn relay_direct<T: Send>(
     })
 }
 
-/// Copies all of `checked` into `pipe`, then confirms the file is unchanged.
-fn splice_file(checked: &CheckedFile, pipe: BorrowedFd<'_>) -> Result<()> {
+/// Copies all of `checked` to `direct`, then confirms the file is
+/// unchanged.
+fn splice_file(checked: &CheckedFile, direct: &DirectOutput) -> Result<()> {
     let changed = |what: &str| Error::FileChanged {
         path: checked.path.clone(),
         what: what.into(),
     };
+    let out = direct.out.as_fd();
+    let pipe = match &direct.via {
+        Some((_, writer)) => writer.as_fd(),
+        None => out,
+    };
     let mut offset = 0u64;
     while offset < checked.len {
-        let want = (checked.len - offset).min(1 << 30) as usize;
-        match rustix::pipe::splice(
+        // Through our own pipe, no more than it holds: it is drained
+        // before the next splice into it.
+        let limit = if direct.via.is_some() { CHUNK } else { 1 << 30 };
+        let want = (checked.len - offset).min(limit as u64) as usize;
+        let moved = match rustix::pipe::splice(
             &checked.file,
             Some(&mut offset),
             pipe,
@@ -151,21 +195,56 @@ fn splice_file(checked: &CheckedFile, pipe: BorrowedFd<'_>) -> Result<()> {
             SpliceFlags::MORE,
         ) {
             Ok(0) => return Err(changed("it became shorter")),
-            Ok(_) => {}
-            Err(Errno::INTR) => {}
+            Ok(n) => n,
+            Err(Errno::INTR) => continue,
             // A file system that cannot splice: copy the rest instead.
             Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
-                return copy_rest(checked, offset, pipe).and_then(|()| recheck(checked))
+                return copy_rest(checked, offset, out).and_then(|()| recheck(checked))
             }
             Err(Errno::PIPE) => return Err(Error::Output(Errno::PIPE.into())),
             Err(e) => return Err(Error::io(&checked.path, "splicing to the output", e.into())),
+        };
+        if let Some((reader, _)) = &direct.via {
+            drain(reader.as_fd(), moved, out)?;
         }
     }
     recheck(checked)
 }
 
+/// Moves `len` bytes from our own pipe into `out`, by splice where `out`
+/// takes it, else by copying.
+fn drain(pipe: BorrowedFd<'_>, mut len: usize, out: BorrowedFd<'_>) -> Result<()> {
+    while len > 0 {
+        match rustix::pipe::splice(pipe, None, out, None, len, SpliceFlags::MORE) {
+            Ok(0) => return Err(Error::Output(io::ErrorKind::WriteZero.into())),
+            Ok(n) => len -= n,
+            Err(Errno::INTR) => {}
+            Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
+                let mut buf = vec![0; len.min(CHUNK)];
+                let n = rustix::io::read(pipe, &mut buf).map_err(|e| Error::Output(e.into()))?;
+                write_fd(out, &buf[..n])?;
+                len -= n;
+            }
+            Err(e) => return Err(Error::Output(e.into())),
+        }
+    }
+    Ok(())
+}
+
+fn write_fd(out: BorrowedFd<'_>, mut data: &[u8]) -> Result<()> {
+    while !data.is_empty() {
+        match rustix::io::write(out, data) {
+            Ok(0) => return Err(Error::Output(io::ErrorKind::WriteZero.into())),
+            Ok(n) => data = &data[n..],
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(Error::Output(e.into())),
+        }
+    }
+    Ok(())
+}
+
 /// The copying fallback of [`splice_file`], from `offset` on.
-fn copy_rest(checked: &CheckedFile, mut offset: u64, pipe: BorrowedFd<'_>) -> Result<()> {
+fn copy_rest(checked: &CheckedFile, mut offset: u64, out: BorrowedFd<'_>) -> Result<()> {
     use std::os::unix::fs::FileExt;
     let mut buf = vec![0; CHUNK];
     while offset < checked.len {
@@ -181,14 +260,7 @@ fn copy_rest(checked: &CheckedFile, mut offset: u64, pipe: BorrowedFd<'_>) -> Re
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Error::io(&checked.path, "reading", e)),
         };
-        let mut rest = &buf[..n];
-        while !rest.is_empty() {
-            match rustix::io::write(pipe, rest) {
-                Ok(written) => rest = &rest[written..],
-                Err(Errno::INTR) => {}
-                Err(e) => return Err(Error::Output(e.into())),
-            }
-        }
+        write_fd(out, &buf[..n])?;
         offset += n as u64;
     }
     Ok(())
@@ -331,7 +403,10 @@ mod tests {
         produce: impl FnOnce(&mut RelayWriter) -> Result<T> + Send,
     ) -> (Result<(T, u64)>, Vec<u8>) {
         let (mut reader, writer) = os_pipe::pipe().unwrap();
-        let pipe = writer.try_clone().unwrap();
+        let direct = DirectOutput::new(writer.try_clone().unwrap().into())
+            .unwrap()
+            .expect("a pipe takes spliced pages");
+        assert!(direct.via.is_none());
         let drain = std::thread::spawn(move || {
             let mut all = Vec::new();
             reader.read_to_end(&mut all).unwrap();
@@ -339,13 +414,56 @@ mod tests {
         });
         let result = {
             let mut out = io::BufWriter::with_capacity(4096, writer);
-            let result = relay_direct(&mut out, Some(pipe.as_fd()), produce);
+            let result = relay_direct(&mut out, Some(&direct), produce);
             out.flush().unwrap();
             drop(out);
-            drop(pipe);
+            drop(direct);
             result
         };
         (result, drain.join().unwrap())
+    }
+
+    #[test]
+    fn into_a_regular_file_files_pass_through_a_pipe_of_our_own() {
+        let content: Vec<u8> = (0..2 * CHUNK + 999).map(|i| (i % 239) as u8).collect();
+        let (_dir, path, file) = temp_file(&content);
+        let out_dir = tempfile::tempdir().unwrap();
+        let out_path = out_dir.path().join("out");
+        let out_file = File::create(&out_path).unwrap();
+        let direct = DirectOutput::new(out_file.try_clone().unwrap().into())
+            .unwrap()
+            .expect("a regular file takes spliced pages");
+        assert!(direct.via.is_some());
+        let mut out = io::BufWriter::with_capacity(4096, out_file);
+        let (_, spliced) = relay_direct(&mut out, Some(&direct), |w| {
+            w.write_all(b"head").map_err(Error::Output)?;
+            w.send_file(checked(&path, file, content.len() as u64))
+                .map_err(Error::Output)?;
+            w.write_all(b"tail").map_err(Error::Output)
+        })
+        .unwrap();
+        out.flush().unwrap();
+        assert_eq!(spliced, content.len() as u64);
+        let mut expected = b"head".to_vec();
+        expected.extend_from_slice(&content);
+        expected.extend_from_slice(b"tail");
+        assert!(
+            std::fs::read(&out_path).unwrap() == expected,
+            "the file got other bytes"
+        );
+    }
+
+    #[test]
+    fn terminals_sockets_and_appending_files_get_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let appending = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(dir.path().join("log"))
+            .unwrap();
+        assert!(DirectOutput::new(appending.into()).unwrap().is_none());
+        let (socket, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(DirectOutput::new(socket.into()).unwrap().is_none());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
@@ -11,6 +11,7 @@ use stream_layered_image::compress::Compression;
 use stream_layered_image::image::{self, Options};
 use stream_layered_image::oci::Format;
 use stream_layered_image::progress::Progress;
+use stream_layered_image::relay::DirectOutput;
 use stream_layered_image::spec::Spec;
 
 const HELP: &str = "\
@@ -181,10 +182,10 @@ pub fn main(args: Vec<OsString>) -> anyhow::Result<()> {
             // A bigger pipe means fewer wake-ups of the reader (docker load,
             // skopeo, cat) per gigabyte. Not a pipe, or not allowed: no harm.
             let _ = rustix::pipe::fcntl_setpipe_size(&fd, 1 << 20);
-            if is_blocking_pipe(&fd) {
-                let pipe = fd.try_clone().context("duplicating stdout")?;
-                options.output_pipe = Some(std::sync::Arc::new(pipe));
-            }
+            options.direct_output =
+                DirectOutput::new(fd.try_clone().context("duplicating stdout")?)
+                    .context("inspecting stdout")?
+                    .map(std::sync::Arc::new);
             let mut out = BufWriter::with_capacity(128 << 10, File::from(fd));
             image::write_docker_archive(&spec, &options, &mut out, &progress)?;
             out.flush().map_err(stream_layered_image::Error::Output)?;
@@ -192,6 +193,12 @@ pub fn main(args: Vec<OsString>) -> anyhow::Result<()> {
         Some(path) => {
             let file = File::create(&path)
                 .map_err(|e| stream_layered_image::Error::io(&path, "creating output", e))?;
+            options.direct_output = file
+                .try_clone()
+                .map(OwnedFd::from)
+                .and_then(DirectOutput::new)
+                .map_err(|e| stream_layered_image::Error::io(&path, "inspecting output", e))?
+                .map(std::sync::Arc::new);
             let mut out = BufWriter::with_capacity(128 << 10, file);
             let result = image::write_docker_archive(&spec, &options, &mut out, &progress)
                 .and_then(|_| out.flush().map_err(stream_layered_image::Error::Output));
@@ -205,15 +212,4 @@ pub fn main(args: Vec<OsString>) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Whether `fd` is a pipe that writes block (so files can be spliced into
-/// it; a non-blocking one would need polling).
-fn is_blocking_pipe(fd: &std::os::fd::OwnedFd) -> bool {
-    let is_fifo = rustix::fs::fstat(fd).is_ok_and(|st| {
-        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Fifo
-    });
-    let blocking = rustix::fs::fcntl_getfl(fd)
-        .is_ok_and(|flags| !flags.contains(rustix::fs::OFlags::NONBLOCK));
-    is_fifo && blocking
 }
