@@ -90,7 +90,9 @@ impl LayerSink for RelayWriter {
 impl<W: Write> LayerSink for HashingWriter<W> {}
 impl<W: Write> LayerSink for CountingWriter<W> {}
 impl LayerSink for Vec<u8> {}
-impl<W: Write + ?Sized> LayerSink for &mut W {}
+// No blanket impl for `&mut W`: through one, a call on the encoder's
+// `&mut dyn LayerSink` would resolve to the reference's default methods
+// instead of the sink's own.
 
 /// Writes the tar archive of a layer: the store's parent directories (mode
 /// 0755), then `entries`, then the end-of-archive padding. Returns the
@@ -421,6 +423,63 @@ mod tests {
         );
         assert_eq!(data, b"after");
         assert_eq!(seen[seen.len() - 2].1, big);
+    }
+
+    /// Regression: with a blanket `LayerSink` impl for `&mut W`, the
+    /// encoder's calls resolved to the reference's defaults, so a relay into
+    /// a pipe never got a file handed over and every byte was copied.
+    #[test]
+    fn large_files_are_handed_to_a_relay_into_a_pipe() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let p = store.join("abc-big");
+        std::fs::create_dir_all(&p).unwrap();
+        let big: Vec<u8> = (0..3 * filedata::READ_LIMIT as usize + 5)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        std::fs::write(p.join("big"), &big).unwrap();
+        std::fs::write(p.join("small"), b"small").unwrap();
+        let paths = vec![p.to_str().unwrap().to_owned()];
+        let entries = walk::walk_paths(&paths).unwrap();
+        let parents = walk::store_parents(store.to_str().unwrap());
+        let mut expected = Vec::new();
+        let mut sums = Vec::new();
+        encode(
+            &parents,
+            &entries,
+            &stamp(),
+            Contents::Record(&mut sums),
+            &mut expected,
+        )
+        .unwrap();
+
+        let (mut reader, writer) = os_pipe::pipe().unwrap();
+        let direct = crate::relay::DirectOutput::new(writer.try_clone().unwrap().into())
+            .unwrap()
+            .unwrap();
+        let drain = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            reader.read_to_end(&mut all).unwrap();
+            all
+        });
+        let mut out = std::io::BufWriter::new(writer);
+        let (n, spliced) = crate::relay::relay_direct(&mut out, Some(&direct), |w| {
+            encode(&parents, &entries, &stamp(), Contents::Verify(&sums), w)
+        })
+        .unwrap();
+        out.flush().unwrap();
+        drop((out, direct));
+        assert_eq!(
+            spliced,
+            big.len() as u64,
+            "the large file was not handed over"
+        );
+        assert_eq!(n as usize, expected.len());
+        assert!(
+            drain.join().unwrap() == expected,
+            "the pipe got other bytes"
+        );
     }
 
     #[test]
