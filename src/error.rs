@@ -121,6 +121,15 @@ pub enum Error {
     /// An option or combination of options is not valid.
     #[error("{0}")]
     Usage(String),
+    /// A registry credentials file, credential helper or certificate file
+    /// is unusable.
+    #[error("{path:?}: {problem}")]
+    AuthFile {
+        /// The file (for a helper: the file that names it).
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
 }
 
 impl Error {

@@ -51,7 +51,7 @@ use crate::filedata;
 use crate::layer::{self, Contents};
 use crate::oci::{self, BlobRef, Format};
 use crate::progress::{human_bytes, Progress};
-use crate::push::{Registry, Upload};
+use crate::push::{self, Registry, Upload};
 use crate::pyjson::{self, PyValue};
 use crate::pyrepr;
 use crate::relay::{relay, relay_direct};
@@ -158,7 +158,10 @@ struct BlobSink(Option<Encoder<HashingWriter<CountingWriter<io::Sink>>>>);
 
 impl BlobSink {
     fn new(options: &Options) -> Result<BlobSink> {
-        if !options.format.is_oci() {
+        // A push with a cache learns a blob's digest from the cache, or
+        // from the one compression that uploads it.
+        let push_cached = matches!(&options.format, Format::Push(t) if t.cache.is_some());
+        if !options.format.is_oci() || push_cached {
             return Ok(BlobSink(None));
         }
         let inner = HashingWriter::new(CountingWriter::new(io::sink(), true));
@@ -263,6 +266,10 @@ pub fn write_docker_archive(
         ));
     }
 
+    let registry = match &options.format {
+        Format::Push(target) => Some(Registry::new(target.clone())?),
+        _ => None,
+    };
     let hasher = |index: usize| -> Result<Hashed> {
         let started = Instant::now();
         progress.line(format_args!(
@@ -350,6 +357,21 @@ pub fn write_docker_archive(
             human_bytes(hashed.size),
             started.elapsed().as_secs_f64()
         ));
+        if let Some(registry) = &registry {
+            let layer = (index + 1, total_layers);
+            let (parents, base) = (&parents[..], base.as_ref());
+            return push_layer(
+                registry,
+                &sources[index],
+                base,
+                parents,
+                spec,
+                options.compression,
+                hashed,
+                layer,
+                progress,
+            );
+        }
         Ok(hashed)
     };
 
@@ -364,8 +386,8 @@ pub fn write_docker_archive(
             _ => None,
         },
         push: match &options.format {
-            Format::Push(target) => Some(Pushing {
-                registry: Registry::new(target.clone()),
+            Format::Push(_) => registry.as_ref().map(|registry| Pushing {
+                registry,
                 upload: None,
             }),
             _ => None,
@@ -483,9 +505,12 @@ pub fn write_docker_archive(
             push.registry
                 .put_manifest(&manifest, oci::MANIFEST_MEDIA_TYPE)?;
             progress.line(format_args!(
-                "pushed sha256:{} ({} blob uploads)",
+                "pushed sha256:{} to {} ({} blob uploads, {} mounts) in {:.2}s",
                 Sha256Digest::of(&manifest),
-                push.registry.uploads
+                push.registry.target().repository(),
+                push.registry.uploads(),
+                push.registry.mounts(),
+                progress.elapsed()
             ));
             return Ok(Summary {
                 layers: total_layers,
@@ -973,17 +998,101 @@ struct OuterTar<'w> {
     offset: u64,
     buf: Vec<u8>,
     dir: Option<Dir>,
-    push: Option<Pushing>,
+    push: Option<Pushing<'w>>,
 }
 
 /// A push in progress: blob members become uploads; other members of the
 /// would-be tar are dropped.
-struct Pushing {
-    registry: Registry,
-    upload: Option<(Upload, Sha256Digest)>,
+struct Pushing<'r> {
+    registry: &'r Registry,
+    upload: Option<(Upload<'r>, Sha256Digest)>,
 }
 
-impl Pushing {
+/// Pushes a layer from its hashing worker, right after the hashing pass
+/// (see [`Registry::push_layer`]); when the registry needs the blob, the
+/// layer is produced again and checked against that pass like a streamed
+/// one.
+#[allow(clippy::too_many_arguments)]
+fn push_layer(
+    registry: &Registry,
+    source: &Source<'_>,
+    base: Option<&BaseImage>,
+    parents: &[String],
+    spec: &Spec,
+    compression: Compression,
+    mut hashed: Hashed,
+    (layer_no, total): (usize, usize),
+    progress: &Progress,
+) -> Result<Hashed> {
+    let started = Instant::now();
+    let label = format!("layer {layer_no}/{total}");
+    let known = hashed.blob.map(|(blob, _)| blob);
+    let pushed = registry.push_layer(&label, &hashed.digest, compression, known, &mut |w| {
+        let whole_layer_sum = !matches!(source, Source::Store { .. });
+        let mut sink = CountingWriter::new(w, whole_layer_sum);
+        match source {
+            Source::Store { entries, .. } => {
+                let entries = entries.get().expect("pushed only once hashed");
+                layer::encode(
+                    parents,
+                    entries,
+                    &spec.stamp,
+                    Contents::Verify(&hashed.sums),
+                    &mut sink,
+                )?;
+            }
+            Source::Base(layer) => {
+                let base = base.expect("base layers come from a base image");
+                io::copy(&mut base.layer_reader(layer)?, &mut sink).map_err(|e| {
+                    if push::carries_error(&e) {
+                        Error::Output(e)
+                    } else {
+                        Error::BaseImage {
+                            path: base.path().to_owned(),
+                            problem: format!("reading layer {layer_no}: {e}"),
+                        }
+                    }
+                })?;
+            }
+            Source::Custom(custom) => copy_file(&custom.tar_path, &custom.meta, &mut sink)?,
+        }
+        let (size, sum) = sink.finish();
+        if size != hashed.size {
+            return Err(Error::SizeMismatch {
+                layer: layer_no,
+                expected: hashed.size,
+                actual: size,
+            });
+        }
+        if whole_layer_sum && hashed.sums != [sum] {
+            return Err(Error::FileChanged {
+                path: match source {
+                    Source::Custom(custom) => custom.tar_path.clone(),
+                    _ => base.map(|b| b.path().to_owned()).unwrap_or_default(),
+                },
+                what: format!("layer {layer_no} read differently the second time"),
+            });
+        }
+        Ok(())
+    })?;
+    let how = match pushed.how {
+        push::How::Present => "the registry has",
+        push::How::Mounted => "mounted",
+        push::How::Uploaded => "uploaded",
+    };
+    progress.line(format_args!(
+        "{label}: {how} sha256:{} {} in {:.2}s",
+        &pushed.blob.digest.hex()[..12],
+        human_bytes(pushed.blob.size),
+        started.elapsed().as_secs_f64()
+    ));
+    // The streaming pass skips a blob the registry has, so no checksum of
+    // its compressed bytes is needed.
+    hashed.blob = Some((pushed.blob, 0));
+    Ok(hashed)
+}
+
+impl Pushing<'_> {
     fn start(&mut self, h: &Header<'_>) -> Result<()> {
         self.upload = None;
         let name = String::from_utf8_lossy(h.name);
@@ -992,7 +1101,8 @@ impl Pushing {
             .and_then(Sha256Digest::from_hex);
         if let (Some(digest), EntryType::Regular) = (digest, h.entry_type) {
             if !self.registry.has_blob(&digest)? {
-                self.upload = Some((Upload::start(&mut self.registry)?, digest));
+                let label = format!("blob sha256:{digest}");
+                self.upload = Some((Upload::start(self.registry, label)?, digest));
             }
         }
         Ok(())
@@ -1000,14 +1110,14 @@ impl Pushing {
 
     fn close(&mut self) -> Result<()> {
         if let Some((upload, digest)) = self.upload.take() {
-            upload.finish(&mut self.registry, &digest)?;
+            upload.finish(&digest)?;
         }
         Ok(())
     }
 
     fn write(&mut self, buf: &[u8]) -> io::Result<()> {
         match &mut self.upload {
-            Some((upload, _)) => upload.write(&mut self.registry, buf),
+            Some((upload, _)) => upload.write_all(buf),
             None => Ok(()),
         }
     }

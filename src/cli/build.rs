@@ -22,6 +22,7 @@ USAGE:
                          [--format FORMAT] [--compress none|gzip|zstd[:LEVEL]]
     stream-layered-image SPEC.json --push [docker://]HOST[:PORT]/REPO[:TAG]
                          [--compress C] [--creds USER:PASS] [--insecure]
+                         [--cert-dir DIR] [--cache DIR]
     stream-layered-image layers --graph FILE --max-layers N [--strategy NAME] ...
     stream-layered-image diff OLD.tar NEW.tar
 
@@ -52,8 +53,20 @@ OPTIONS:
                               others uploaded in chunks as they are
                               compressed, the manifest last
     --creds USER:PASS         credentials for --push (basic, or for the token
-                              endpoint of a Bearer challenge)
-    --insecure                plain HTTP for --push (default: HTTPS)
+                              endpoint of a Bearer challenge); without it
+                              they come from $REGISTRY_AUTH_FILE,
+                              $XDG_RUNTIME_DIR/containers/auth.json,
+                              ~/.config/containers/auth.json or
+                              $DOCKER_CONFIG/config.json (~/.docker), with
+                              their docker-credential-* helpers
+    --insecure                plain HTTP for --push (default: HTTPS with the
+                              system's CA roots)
+    --cert-dir DIR            for --push: *.crt in DIR are extra CA roots, a
+                              NAME.cert with NAME.key the client certificate
+    --cache DIR               for --push: remember which compressed blob each
+                              layer became; an unchanged layer the registry
+                              has is then neither compressed nor uploaded,
+                              and a new one is compressed once
     -h, --help                this text
     -V, --version             the version
 
@@ -98,6 +111,8 @@ pub fn main(args: Vec<OsString>) -> anyhow::Result<()> {
     let mut push: Option<String> = None;
     let mut creds: Option<String> = None;
     let mut insecure = false;
+    let mut cert_dir: Option<PathBuf> = None;
+    let mut push_cache: Option<PathBuf> = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let text = arg.to_string_lossy();
@@ -130,6 +145,8 @@ pub fn main(args: Vec<OsString>) -> anyhow::Result<()> {
             "--push" => push = Some(value(&text)?.to_string_lossy().into_owned()),
             "--creds" => creds = Some(value(&text)?.to_string_lossy().into_owned()),
             "--insecure" => insecure = true,
+            "--cert-dir" => cert_dir = Some(value(&text)?.into()),
+            "--cache" => push_cache = Some(value(&text)?.into()),
             "--compress" => {
                 options.compression = Compression::parse(&value(&text)?.to_string_lossy())?;
             }
@@ -153,14 +170,20 @@ pub fn main(args: Vec<OsString>) -> anyhow::Result<()> {
         if output.is_some() || options.format != Format::DockerArchive {
             bail!("--push writes no file; -o and --format do not apply");
         }
-        let target =
+        let mut target =
             stream_layered_image::push::Target::parse(&target, insecure, creds.as_deref())?;
+        target.cert_dir = cert_dir;
+        target.cache = push_cache;
         if options.repo_tag.is_none() {
             options.repo_tag = Some(format!("{}/{}:{}", target.host, target.repo, target.tag));
         }
         options.format = Format::Push(target);
         image::write_docker_archive(&spec, &options, &mut std::io::sink(), &progress)?;
         return Ok(());
+    }
+
+    if creds.is_some() || insecure || cert_dir.is_some() || push_cache.is_some() {
+        bail!("--creds, --insecure, --cert-dir and --cache apply to --push only");
     }
 
     if let Format::OciDir(dir) = &options.format {
