@@ -6,7 +6,22 @@
 //! without copying it first, and peak memory does not grow with file size:
 //! each window is unmapped before the next is mapped.
 //!
-//! This is the one module that uses `unsafe`, for `memmap2::Mmap::map`.
+//! A mapped file can be truncated by another process while a window of it
+//! is being read. The kernel then answers a touch of a page past the new
+//! end with SIGBUS, which by default kills the process: no error message,
+//! and with `-o` a half-written file left behind. So every window is
+//! registered, for the time it is read, in a small table that a SIGBUS
+//! handler consults: a fault inside a registered window of the faulting
+//! thread is answered by mapping zero pages over the rest of the window,
+//! the window is marked, and the read ends with `UnexpectedEof` ("it became
+//! shorter"). Any other SIGBUS goes to the handler that was there before
+//! (Rust's own, which reports stack overflows), or kills the process as
+//! usual. The handler is installed the first time a file is mapped; when
+//! it cannot be, or the table is full, windows are read with `pread`
+//! instead. The JVM answers faults in its mapped buffers the same way.
+//!
+//! This is the one module that uses `unsafe`: for `memmap2::Mmap::map` and
+//! the signal handler.
 
 use std::fs::File;
 use std::io;
@@ -47,15 +62,23 @@ pub fn for_each_chunk(
         if file.metadata()?.len() < offset + this {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
+        let Some(watch) = bus_guard::Watch::claim() else {
+            // No handler or no free slot: a copy is slower but safe.
+            scratch.resize(this as usize, 0);
+            file.read_exact_at(scratch, offset)?;
+            sink(scratch)?;
+            offset += this;
+            continue;
+        };
         // SAFETY: the mapping is read-only and private to this function; it
         // is dropped before we return. Mapped memory changes if another
         // process writes the file, which at worst yields bytes that differ
         // from the hashing pass: callers detect that through the file's
-        // ctime/mtime/size and, for layers, a digest of the streamed bytes.
-        // Touching a page past the end of the file raises SIGBUS, so the
-        // size was confirmed just above: what remains is a truncation racing
-        // with the copy of this one window, which on a read-only store takes
-        // a deliberate act.
+        // ctime/mtime/size and, for layers, a checksum of the streamed
+        // bytes. A truncation while the window is read would raise SIGBUS
+        // on the pages past the new end: `watch` covers the window for as
+        // long as `sink` reads it, so that fault becomes zero pages and an
+        // error below instead of the death of the process.
         #[allow(unsafe_code)]
         let map = unsafe {
             MmapOptions::new()
@@ -64,10 +87,210 @@ pub fn for_each_chunk(
                 .populate()
                 .map(file)?
         };
-        sink(&map)?;
+        watch.cover(map.as_ptr() as usize, map.len());
+        let result = sink(&map);
+        let truncated = watch.faulted();
+        drop(watch);
+        drop(map);
+        if truncated {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        result?;
         offset += this;
     }
     Ok(())
+}
+
+/// The SIGBUS side of mapped reads: a table of the windows being read, and
+/// the handler that consults it.
+mod bus_guard {
+    use std::ffi::{c_int, c_void};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+    use std::sync::{Once, OnceLock};
+
+    /// Windows read at once: one per thread that reads files. A thread
+    /// that finds no free slot falls back to `pread`.
+    const SLOTS: usize = 256;
+
+    /// One window being read. `owner` is the reading thread's id (0 when
+    /// free): SIGBUS for a memory access is delivered to the thread that
+    /// made it, so the handler only looks at that thread's slots, which
+    /// cannot be half-written while that thread is in the handler.
+    struct Slot {
+        owner: AtomicUsize,
+        start: AtomicUsize,
+        end: AtomicUsize,
+        faulted: AtomicBool,
+    }
+
+    #[allow(clippy::declare_interior_mutable_const)]
+    const FREE: Slot = Slot {
+        owner: AtomicUsize::new(0),
+        start: AtomicUsize::new(0),
+        end: AtomicUsize::new(0),
+        faulted: AtomicBool::new(false),
+    };
+    static TABLE: [Slot; SLOTS] = [FREE; SLOTS];
+    static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
+    /// The action that was in place before ours, for faults not ours.
+    static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
+    static INSTALL: Once = Once::new();
+    static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+    fn thread_id() -> usize {
+        // SAFETY: gettid takes no arguments and cannot fail; a raw
+        // syscall, so it is also safe inside the signal handler.
+        #[allow(unsafe_code)]
+        let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+        tid as usize
+    }
+
+    fn install() {
+        INSTALL.call_once(|| {
+            // SAFETY: sysconf has no preconditions.
+            #[allow(unsafe_code)]
+            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+            if page <= 0 || (page as usize).count_ones() != 1 {
+                return;
+            }
+            PAGE_SIZE.store(page as usize, Relaxed);
+            // SAFETY: both sigaction structs are zero-initialised plain
+            // data, filled in before use; sigaction only reads `new` and
+            // writes `old`. PREVIOUS is set before our handler can run.
+            #[allow(unsafe_code)]
+            unsafe {
+                let mut old: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(libc::SIGBUS, std::ptr::null(), &mut old) != 0 {
+                    return;
+                }
+                let _ = PREVIOUS.set(old);
+                let mut new: libc::sigaction = std::mem::zeroed();
+                new.sa_sigaction = on_sigbus as *const () as usize;
+                new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+                libc::sigemptyset(&mut new.sa_mask);
+                if libc::sigaction(libc::SIGBUS, &new, std::ptr::null_mut()) != 0 {
+                    return;
+                }
+            }
+            INSTALLED.store(true, Relaxed);
+        });
+    }
+
+    /// A claimed slot, freed on drop.
+    pub(super) struct Watch {
+        slot: &'static Slot,
+    }
+
+    impl Watch {
+        /// Claims a free slot for the calling thread, installing the
+        /// handler first if needed; `None` if either is not possible.
+        pub(super) fn claim() -> Option<Watch> {
+            install();
+            if !INSTALLED.load(Relaxed) {
+                return None;
+            }
+            let me = thread_id();
+            let slot = TABLE
+                .iter()
+                .find(|slot| slot.owner.compare_exchange(0, me, Relaxed, Relaxed).is_ok())?;
+            slot.faulted.store(false, Relaxed);
+            Some(Watch { slot })
+        }
+
+        /// Registers the window `[start, start + len)`.
+        pub(super) fn cover(&self, start: usize, len: usize) {
+            self.slot.start.store(start, Relaxed);
+            self.slot.end.store(start + len, Relaxed);
+        }
+
+        /// Whether a page of the window went missing while it was read.
+        pub(super) fn faulted(&self) -> bool {
+            self.slot.faulted.load(Relaxed)
+        }
+    }
+
+    impl Drop for Watch {
+        fn drop(&mut self) {
+            self.slot.end.store(0, Relaxed);
+            self.slot.start.store(0, Relaxed);
+            self.slot.owner.store(0, Relaxed);
+        }
+    }
+
+    extern "C" fn on_sigbus(sig: c_int, info: *mut libc::siginfo_t, context: *mut c_void) {
+        // SAFETY: with SA_SIGINFO the kernel passes a valid siginfo_t.
+        #[allow(unsafe_code)]
+        let addr = unsafe { (*info).si_addr() } as usize;
+        let me = thread_id();
+        let page = PAGE_SIZE.load(Relaxed);
+        for slot in &TABLE {
+            if slot.owner.load(Relaxed) != me {
+                continue;
+            }
+            let (start, end) = (slot.start.load(Relaxed), slot.end.load(Relaxed));
+            if !(start <= addr && addr < end) {
+                continue;
+            }
+            let from = addr & !(page - 1);
+            // SAFETY: [from, end) lies inside a read-only file mapping that
+            // this thread registered and still holds (it is unregistered
+            // before it is unmapped), so replacing it with anonymous zero
+            // pages touches no other memory; the reader only sees zeros
+            // where the file no longer has bytes, and is told through
+            // `faulted`. mmap is a plain system call, safe in a handler.
+            #[allow(unsafe_code)]
+            let mapped = unsafe {
+                libc::mmap(
+                    from as *mut c_void,
+                    end - from,
+                    libc::PROT_READ,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                    -1,
+                    0,
+                )
+            };
+            if mapped != libc::MAP_FAILED {
+                slot.faulted.store(true, Relaxed);
+                return;
+            }
+            break;
+        }
+        forward(sig, info, context);
+    }
+
+    /// Hands a SIGBUS that is not ours to the previous handler, or restores
+    /// the default action so that the faulting access, repeated on return,
+    /// ends the process as it would have without us.
+    fn forward(sig: c_int, info: *mut libc::siginfo_t, context: *mut c_void) {
+        if let Some(previous) = PREVIOUS.get() {
+            let handler = previous.sa_sigaction;
+            if handler != libc::SIG_DFL && handler != libc::SIG_IGN {
+                // SAFETY: `handler` was installed by someone as a handler
+                // of the kind its SA_SIGINFO flag says, and is called with
+                // the arguments the kernel gave us.
+                #[allow(unsafe_code)]
+                unsafe {
+                    if previous.sa_flags & libc::SA_SIGINFO != 0 {
+                        let f: extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void) =
+                            std::mem::transmute(handler);
+                        f(sig, info, context);
+                    } else {
+                        let f: extern "C" fn(c_int) = std::mem::transmute(handler);
+                        f(sig);
+                    }
+                }
+                return;
+            }
+        }
+        // SAFETY: a zeroed sigaction with SIG_DFL is a valid argument, and
+        // sigaction is async-signal-safe.
+        #[allow(unsafe_code)]
+        unsafe {
+            let mut default: libc::sigaction = std::mem::zeroed();
+            default.sa_sigaction = libc::SIG_DFL;
+            libc::sigaction(sig, &default, std::ptr::null_mut());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -100,6 +323,30 @@ mod tests {
         let content: Vec<u8> = (0..WINDOW + 4097).map(|i| (i % 251) as u8).collect();
         let sizes = chunks_of(&content, content.len() as u64).unwrap();
         assert_eq!(sizes, vec![WINDOW as usize, 4097]);
+    }
+
+    /// Regression: a file truncated while a mapped window of it was being
+    /// read killed the process with SIGBUS.
+    #[test]
+    fn file_truncated_while_a_window_is_read_is_an_error() {
+        let mut f = tempfile::tempfile().unwrap();
+        let len = 3 * WINDOW;
+        f.write_all(&vec![1u8; len as usize]).unwrap();
+        let mut windows = 0;
+        let err = for_each_chunk(&f, len, &mut Vec::new(), &mut || Ok(()), &mut |chunk| {
+            windows += 1;
+            // The window is mapped: cut the file under it, then read it
+            // all, past the new end.
+            f.set_len(4096).unwrap();
+            let ones = chunk.iter().filter(|&&b| b == 1).count();
+            assert_eq!(ones, 4096, "bytes past the end read as zeros");
+            Ok(())
+        })
+        .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(windows, 1);
+        // The guard is released: a later read of an intact file works.
+        chunks_of(&vec![2u8; WINDOW as usize + 1], WINDOW + 1).unwrap();
     }
 
     #[test]

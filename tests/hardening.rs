@@ -1032,7 +1032,6 @@ fn small_file_rewritten_in_place_is_detected() {
 }
 
 #[test]
-#[ignore = "bug: a memory-mapped file truncated while it is read kills the run with SIGBUS"]
 fn large_file_truncated_while_it_is_hashed_is_an_error() {
     // Truncation while a window of the file is mapped and being read: the
     // run must end with an error naming the file (not a signal), and -o
