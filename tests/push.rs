@@ -344,7 +344,7 @@ fn cache_skips_uploads_and_mounts_across_repositories() {
         .collect();
     assert_eq!(entries.len(), 2, "one entry per layer: {entries:?}");
     assert!(
-        entries.iter().all(|e| e.ends_with(".gzip-6")),
+        entries.iter().all(|e| e.ends_with(".gzip-5")),
         "{entries:?}"
     );
 

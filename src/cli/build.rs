@@ -44,7 +44,7 @@ OPTIONS:
                               Docker 25+, for docker load, podman load and
                               skopeo copy oci-archive:
     --compress C              layer compression for the OCI formats: none
-                              (default), gzip[:0-9] (default level 6) or
+                              (default), gzip[:0-9] (default level 5) or
                               zstd[:1-22] (default 3); per layer, in parallel,
                               and the same bytes whatever the thread count
     --push [docker://]HOST[:PORT]/REPO[:TAG]

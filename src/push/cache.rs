@@ -2,7 +2,7 @@
 //!
 //! Input: a directory the user names with `--cache`. Each entry is one
 //! small JSON file named `<diff_id>.<compression>` (e.g.
-//! `3f...9a.gzip-6`) holding the compressed blob's digest and size and the
+//! `3f...9a.gzip-5`) holding the compressed blob's digest and size and the
 //! repositories (`HOST[:PORT]/REPO`) it was pushed to. With it, a layer
 //! whose tar has not changed needs neither compression nor upload once the
 //! registry confirms (`HEAD`) that it holds the blob, and a blob pushed to
@@ -42,7 +42,7 @@ pub struct Entry {
     pub repositories: Vec<String>,
 }
 
-/// The name of a compression in entry names: `none`, `gzip-6`, `zstd-3`.
+/// The name of a compression in entry names: `none`, `gzip-5`, `zstd-3`.
 fn compression_name(compression: Compression) -> String {
     match compression {
         Compression::None => "none".into(),
