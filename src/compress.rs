@@ -2,9 +2,9 @@
 //!
 //! Input: a [`Compression`] chosen on the command line and a layer's tar
 //! bytes. Output: the compressed blob. Every layer is compressed on its own,
-//! by one thread, with a fixed configuration, so the compressed bytes depend
-//! only on the layer's bytes, never on how many threads run or in which
-//! order layers finish. That is what lets the hashing pass compress (in
+//! with a fixed configuration, so the compressed bytes depend only on the
+//! layer's bytes, never on how many threads run or in which order layers
+//! or chunks finish. That is what lets the hashing pass compress (in
 //! parallel) to learn a blob's digest and size, and the streaming pass
 //! compress again and reproduce exactly the same bytes.
 //!
@@ -23,10 +23,11 @@
 //! So each [`BLOCK`]-sized piece is tested first: one whose bytes are all
 //! about equally frequent (see [`incompressible`], in integers so that
 //! every machine decides alike) is written as stored blocks, and the
-//! deflater restarts after it with the piece as its dictionary. zstd is written by the reference
-//! libzstd through the `zstd` crate, single-threaded, without the content
-//! size (a streamed layer's size is not known up front) and with a frame
-//! checksum.
+//! deflater restarts after it with the piece as its dictionary.
+//!
+//! zstd is written by the reference libzstd through the `zstd` crate,
+//! single-threaded, without the content size (a streamed layer's size is
+//! not known up front) and with a frame checksum.
 
 use std::io::{self, Write};
 
