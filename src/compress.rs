@@ -317,7 +317,7 @@ pub struct Gzip<W: Write> {
     /// The last [`DICTIONARY`] bytes before `chunk`.
     history: Vec<u8>,
     /// Chunks being compressed, oldest first.
-    in_flight: std::collections::VecDeque<crossbeam_channel::Receiver<io::Result<Vec<u8>>>>,
+    in_flight: InFlight,
 }
 
 impl<W: Write> Gzip<W> {
@@ -341,10 +341,20 @@ impl<W: Write> Gzip<W> {
         })
     }
 
-    /// Hands the filled chunk to the pool; writes out finished chunks
-    /// while too many are in flight (memory stays at a few chunks per
-    /// thread).
+    /// Hands the filled chunk to the pool, once a chunk permit is free
+    /// (writing out this writer's own oldest chunks to free one), so that
+    /// however many layers are compressed at once, memory stays at a few
+    /// chunks per compression thread.
     fn dispatch(&mut self, last: bool) -> io::Result<()> {
+        while !Permits::get().try_take() {
+            if self.in_flight.queue.is_empty() {
+                // Every permit is held by chunks of other writers, which
+                // the pool finishes without waiting for anything.
+                Permits::get().take();
+                break;
+            }
+            self.write_oldest()?;
+        }
         let data = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK));
         self.crc.update(&data);
         self.total += data.len() as u64;
@@ -357,19 +367,19 @@ impl<W: Write> Gzip<W> {
         pool().spawn(move || {
             let _ = tx.send(deflate_chunk(level, &history, &data, last));
         });
-        self.in_flight.push_back(rx);
-        let limit = 2 * pool().current_num_threads() + 1;
-        while self.in_flight.len() > limit || last && !self.in_flight.is_empty() {
+        self.in_flight.queue.push_back(rx);
+        while last && !self.in_flight.queue.is_empty() {
             self.write_oldest()?;
         }
         Ok(())
     }
 
     fn write_oldest(&mut self) -> io::Result<()> {
-        if let Some(rx) = self.in_flight.pop_front() {
-            let compressed = rx
-                .recv()
-                .map_err(|_| io::Error::other("a compression thread stopped"))??;
+        if let Some(rx) = self.in_flight.queue.pop_front() {
+            let compressed = rx.recv();
+            Permits::get().give();
+            let compressed =
+                compressed.map_err(|_| io::Error::other("a compression thread stopped"))??;
             self.inner.write_all(&compressed)?;
         }
         Ok(())
@@ -389,6 +399,64 @@ impl<W: Write> Gzip<W> {
     }
 }
 
+/// A writer's chunks in the pool. Dropped early (an error before
+/// `finish`), it gives their permits back.
+#[derive(Default)]
+struct InFlight {
+    queue: std::collections::VecDeque<crossbeam_channel::Receiver<io::Result<Vec<u8>>>>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        for _ in self.queue.drain(..) {
+            Permits::get().give();
+        }
+    }
+}
+
+/// The chunks that may be in the pool or waiting to be written, across
+/// all writers: two per compression thread and two more.
+struct Permits {
+    free: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+impl Permits {
+    fn get() -> &'static Permits {
+        static PERMITS: std::sync::OnceLock<Permits> = std::sync::OnceLock::new();
+        PERMITS.get_or_init(|| Permits {
+            free: std::sync::Mutex::new(2 * pool().current_num_threads() + 2),
+            freed: std::sync::Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.free.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn try_take(&self) -> bool {
+        let mut free = self.lock();
+        let ok = *free > 0;
+        if ok {
+            *free -= 1;
+        }
+        ok
+    }
+
+    fn take(&self) {
+        let mut free = self.lock();
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+    }
+
+    fn give(&self) {
+        *self.lock() += 1;
+        self.freed.notify_one();
+    }
+}
+
 impl<W: Write> Write for Gzip<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let take = buf.len().min(CHUNK - self.chunk.len());
@@ -403,7 +471,7 @@ impl<W: Write> Write for Gzip<W> {
         // Cutting a chunk short would make the bytes depend on the
         // caller's timing: what is compressed is passed on, the rest
         // waits.
-        while let Some(rx) = self.in_flight.front() {
+        while let Some(rx) = self.in_flight.queue.front() {
             if rx.is_empty() {
                 break;
             }
@@ -625,6 +693,46 @@ mod tests {
         assert_eq!(gunzip(&blob), data);
         let random_bytes = BLOCK * 2 + 17 + 100 + 5000;
         assert!(blob.len() < random_bytes + BLOCK, "{} bytes", blob.len());
+    }
+
+    /// Many layers compressed at once share the chunk permits without
+    /// stalling, and each gets its own bytes; a writer dropped halfway
+    /// (an error in its layer) gives its permits back.
+    #[test]
+    fn many_writers_at_once_share_the_pool() {
+        let data: Vec<Vec<u8>> = (0..12u64)
+            .map(|i| {
+                let mut d = noise(CHUNK + 5 * BLOCK, i + 100);
+                d.extend_from_slice(&text(2 * CHUNK + i as usize));
+                d
+            })
+            .collect();
+        let alone: Vec<Vec<u8>> = data
+            .iter()
+            .map(|d| compress(Compression::Gzip(1), d))
+            .collect();
+        let together: Vec<Vec<u8>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = data
+                .iter()
+                .map(|d| scope.spawn(|| compress(Compression::Gzip(1), d)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(alone == together, "bytes changed when compressed together");
+        let mut dropped = Compression::Gzip(1).encoder(Vec::new()).unwrap();
+        dropped.write_all(&data[0]).unwrap();
+        drop(dropped);
+        // Every permit comes back once the other tests' writers are done.
+        let all = 2 * pool().current_num_threads() + 2;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while *Permits::get().lock() != all {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "permits lost: {} of {all} free",
+                *Permits::get().lock()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     proptest::proptest! {

@@ -180,3 +180,15 @@ put("base_image", "plain.tar", docker_archive())
 put("base_image", "gnu.tar", docker_archive(fmt=tarfile.GNU_FORMAT, long_names=True))
 put("base_image", "pax-global-odd.tar", docker_archive(global_pax=True, odd=True, long_names=True))
 put("base_image", "gzipped.tar.gz", gz(docker_archive()))
+
+# gzip_layer ----------------------------------------------------------------
+# A control byte (level and write size), then runs of 4 bytes: kind (0
+# random, 1 one byte repeated, 2 text, 3 a copy of earlier bytes), half-KiB,
+# seed, extra bytes.
+put("gzip_layer", "empty", bytes([0]))
+put("gzip_layer", "text-then-random", bytes([2, 2, 200, 0, 7, 0, 200, 9, 3]))
+put("gzip_layer", "three-chunks", bytes([5] + [0, 255, 1, 0, 2, 255, 0, 0, 3, 255, 16, 5,
+                                               0, 255, 4, 1, 1, 200, 65, 0] * 2))
+put("gzip_layer", "random-pattern-repeated", bytes([1, 0, 16, 3, 0, 3, 255, 16, 0,
+                                                    3, 255, 16, 0, 3, 255, 16, 0]))
+put("gzip_layer", "small-runs", bytes([4] + [i % 4 for i in range(1, 200)]))
