@@ -705,22 +705,7 @@ fn stream_layers(
         let (counted, sum) = sink.finish();
         outer.wrote_around(spliced);
         let size = counted + spliced;
-        if size != hashed.size {
-            return Err(Error::SizeMismatch {
-                layer: layer_no,
-                expected: hashed.size,
-                actual: size,
-            });
-        }
-        if whole_layer_sum && hashed.sums != [sum] {
-            return Err(Error::FileChanged {
-                path: match source {
-                    Source::Custom(custom) => custom.tar_path.clone(),
-                    _ => base.map(|b| b.path().to_owned()).unwrap_or_default(),
-                },
-                what: format!("layer {layer_no} read differently the second time"),
-            });
-        }
+        check_reproduced(source, base, &hashed, layer_no, size, sum)?;
         outer.pad(size)?;
         done.push((name, hashed));
     }
@@ -1008,6 +993,38 @@ struct Pushing<'r> {
     upload: Option<(Upload<'r>, Sha256Digest)>,
 }
 
+/// Checks a layer produced again (streamed or pushed) against its hashing
+/// pass: the same size and, for a base or customisation layer, whose bytes
+/// are copied whole, the same checksum. (A store layer's files are checked
+/// one by one as they are encoded.)
+fn check_reproduced(
+    source: &Source<'_>,
+    base: Option<&BaseImage>,
+    hashed: &Hashed,
+    layer_no: usize,
+    size: u64,
+    sum: u64,
+) -> Result<()> {
+    if size != hashed.size {
+        return Err(Error::SizeMismatch {
+            layer: layer_no,
+            expected: hashed.size,
+            actual: size,
+        });
+    }
+    let whole_layer_sum = !matches!(source, Source::Store { .. });
+    if whole_layer_sum && hashed.sums != [sum] {
+        return Err(Error::FileChanged {
+            path: match source {
+                Source::Custom(custom) => custom.tar_path.clone(),
+                _ => base.map(|b| b.path().to_owned()).unwrap_or_default(),
+            },
+            what: format!("layer {layer_no} read differently the second time"),
+        });
+    }
+    Ok(())
+}
+
 /// Pushes a layer from its hashing worker, right after the hashing pass
 /// (see [`Registry::push_layer`]); when the registry needs the blob, the
 /// layer is produced again and checked against that pass like a streamed
@@ -1057,22 +1074,7 @@ fn push_layer(
             Source::Custom(custom) => copy_file(&custom.tar_path, &custom.meta, &mut sink)?,
         }
         let (size, sum) = sink.finish();
-        if size != hashed.size {
-            return Err(Error::SizeMismatch {
-                layer: layer_no,
-                expected: hashed.size,
-                actual: size,
-            });
-        }
-        if whole_layer_sum && hashed.sums != [sum] {
-            return Err(Error::FileChanged {
-                path: match source {
-                    Source::Custom(custom) => custom.tar_path.clone(),
-                    _ => base.map(|b| b.path().to_owned()).unwrap_or_default(),
-                },
-                what: format!("layer {layer_no} read differently the second time"),
-            });
-        }
+        check_reproduced(source, base, &hashed, layer_no, size, sum)?;
         Ok(())
     })?;
     let how = match pushed.how {

@@ -272,11 +272,7 @@ fn push_then_pull_and_repush_uploads_nothing() {
     let target = format!("docker://{}/sli/push:1", registry.host());
     assert_ok(&push(&spec, &target, "gzip"));
     let reference = registry.reference("sli/push:1");
-    let config = run_json(
-        "skopeo",
-        ["inspect", "--tls-verify=false", "--config", &reference],
-    );
-    assert_eq!(strings(&config["rootfs"]["diff_ids"]), docker.diff_ids());
+    assert_eq!(pulled_diff_ids(&reference), docker.diff_ids());
     let layout = dir.path().join("pulled");
     run(Command::new("skopeo").args([
         "copy",
@@ -359,16 +355,10 @@ fn cache_skips_uploads_and_mounts_across_repositories() {
     assert!(mounts.iter().all(|l| l.contains("\" 201 ")), "{mounts:?}");
     // Only the config was uploaded again: the layers were mounted.
     assert_eq!(registry.uploads(), 4);
-    let config = run_json(
-        "skopeo",
-        [
-            "inspect",
-            "--tls-verify=false",
-            "--config",
-            &registry.reference("sli/other:2"),
-        ],
+    assert_eq!(
+        pulled_diff_ids(&registry.reference("sli/other:2")),
+        docker.diff_ids()
     );
-    assert_eq!(strings(&config["rootfs"]["diff_ids"]), docker.diff_ids());
 
     // A fresh registry lacks what the cache knows: everything is uploaded.
     let fresh = LoggingRegistry::start();
@@ -379,16 +369,10 @@ fn cache_skips_uploads_and_mounts_across_repositories() {
         &[],
     ));
     assert_eq!(fresh.uploads(), 3);
-    let config = run_json(
-        "skopeo",
-        [
-            "inspect",
-            "--tls-verify=false",
-            "--config",
-            &fresh.reference("sli/cached:1"),
-        ],
+    assert_eq!(
+        pulled_diff_ids(&fresh.reference("sli/cached:1")),
+        docker.diff_ids()
     );
-    assert_eq!(strings(&config["rootfs"]["diff_ids"]), docker.diff_ids());
 }
 
 fn htpasswd_registry(dir: &Path, user: &str, pass: &str) -> LoggingRegistry {
@@ -736,6 +720,25 @@ fn wait_for_patch(registry: &LoggingRegistry, push: &mut Child) {
     }
 }
 
+/// The diff_ids of the config that skopeo reads from `reference` (a
+/// plain-HTTP registry).
+fn pulled_diff_ids(reference: &str) -> Vec<String> {
+    let config = run_json(
+        "skopeo",
+        ["inspect", "--tls-verify=false", "--config", reference],
+    );
+    strings(&config["rootfs"]["diff_ids"])
+}
+
+/// Waits (at most `seconds`) for a push started by [`spawn_push`]; its
+/// exit status and its stderr.
+fn finish_push(child: &mut Child, seconds: u64) -> (std::process::ExitStatus, String) {
+    let status = clients::wait_within(child, Duration::from_secs(seconds), "the push");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (status, err)
+}
+
 fn manifest_exists(registry: &LoggingRegistry, name: &str) -> bool {
     Command::new("skopeo")
         .args([
@@ -766,9 +769,7 @@ fn registry_killed_mid_upload_then_restarted() {
     let mut child = spawn_push(&spec, &target, &["--compress", "none"]);
     wait_for_patch(&registry, &mut child);
     registry.kill();
-    let status = clients::wait_within(&mut child, Duration::from_secs(60), "the push");
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let (status, err) = finish_push(&mut child, 60);
     assert!(!status.success(), "the push succeeded without its registry");
     eprintln!("as expected: {}", err.trim_end());
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
@@ -788,16 +789,10 @@ fn registry_killed_mid_upload_then_restarted() {
     assert_ok(&out);
     assert!(manifest_exists(&registry, name));
     let docker = docker_archive(&spec, dir.path());
-    let config = run_json(
-        "skopeo",
-        [
-            "inspect",
-            "--tls-verify=false",
-            "--config",
-            &registry.reference(name),
-        ],
+    assert_eq!(
+        pulled_diff_ids(&registry.reference(name)),
+        docker.diff_ids()
     );
-    assert_eq!(strings(&config["rootfs"]["diff_ids"]), docker.diff_ids());
 }
 
 /// A registry back within the retries: the push resumes the upload from
@@ -818,25 +813,17 @@ fn registry_restarted_mid_upload_is_resumed() {
     registry.kill();
     std::thread::sleep(Duration::from_millis(300));
     registry.resume();
-    let status = clients::wait_within(&mut child, Duration::from_secs(120), "the push");
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let (status, err) = finish_push(&mut child, 120);
     assert!(status.success(), "{err}");
     // The session went on: one upload for the layer, one for the config.
     assert_eq!(registry.uploads(), 2, "{}", registry.log());
     let statuses = registry.requests("GET", "/blobs/uploads/");
     assert!(!statuses.is_empty(), "no upload status was asked for");
     let docker = docker_archive(&spec, dir.path());
-    let config = run_json(
-        "skopeo",
-        [
-            "inspect",
-            "--tls-verify=false",
-            "--config",
-            &registry.reference(name),
-        ],
+    assert_eq!(
+        pulled_diff_ids(&registry.reference(name)),
+        docker.diff_ids()
     );
-    assert_eq!(strings(&config["rootfs"]["diff_ids"]), docker.diff_ids());
 }
 
 // ---------------------------------------------------------------------------
