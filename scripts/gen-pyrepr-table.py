@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerate src/pyrepr_table.rs from the running interpreter.
+"""Regenerate src/pycompat/repr_table.rs from the running interpreter.
 
 The table lists the code points for which str.isprintable() is false; repr()
 escapes exactly those.  The tool must match Python 3.11 (Unicode 14.0), so
@@ -11,7 +11,7 @@ import pathlib
 import sys
 import unicodedata
 
-OUTPUT = pathlib.Path(__file__).resolve().parent.parent / "src" / "pyrepr_table.rs"
+OUTPUT = pathlib.Path(__file__).resolve().parent.parent / "src" / "pycompat" / "repr_table.rs"
 
 
 def non_printable_ranges():

@@ -121,6 +121,17 @@ pub enum Error {
     /// An option or combination of options is not valid.
     #[error("{0}")]
     Usage(String),
+    /// Some of several destinations failed (each of them alone would have
+    /// ended the run with its own error).
+    #[error("{}", destinations_message(*total, failed, succeeded))]
+    Destinations {
+        /// How many destinations the run had.
+        total: usize,
+        /// Each failed destination and its error.
+        failed: Vec<(String, Error)>,
+        /// The destinations that got the image.
+        succeeded: Vec<String>,
+    },
     /// A registry credentials file, credential helper or certificate file
     /// is unusable.
     #[error("{path:?}: {problem}")]
@@ -130,6 +141,23 @@ pub enum Error {
         /// What is wrong.
         problem: String,
     },
+}
+
+fn destinations_message(total: usize, failed: &[(String, Error)], succeeded: &[String]) -> String {
+    let failures: Vec<String> = failed
+        .iter()
+        .map(|(name, e)| format!("{name}: {e}"))
+        .collect();
+    let got = if succeeded.is_empty() {
+        "none got the image".to_owned()
+    } else {
+        format!("the image went to {}", succeeded.join(", "))
+    };
+    format!(
+        "{} of {total} destinations failed: {}; {got}",
+        failed.len(),
+        failures.join("; ")
+    )
 }
 
 impl Error {

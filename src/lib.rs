@@ -1,33 +1,39 @@
 //! Streams layered container images built from Nix or Guix store paths.
 //!
-//! The data flows through the modules in this order: [`spec`] reads the
-//! JSON spec, [`walk`] lists each layer's store paths deterministically,
-//! [`layer`] encodes a layer's tar (with headers from [`tarheader`] and file
-//! contents from [`filedata`]), and [`image`] hashes layers in parallel and
-//! streams the docker-archive. [`base_image`] reads a `from_image`.
-//! [`layering`] decides which store paths share a layer.
+//! The modules follow the data, one folder a stage:
+//!
+//! 1. [`spec`] reads the JSON spec (with [`pycompat`], which reproduces
+//!    CPython's JSON, `repr`, `str` and ISO time so that the bytes match
+//!    nixpkgs' script);
+//! 2. [`tar`] turns store paths into layer tars: the deterministic walk,
+//!    the one layer encoder, CPython-exact headers, bounded file reads and
+//!    the relay that hands bytes to the output thread;
+//! 3. [`image`] holds what assembles an image around its layers: the base
+//!    image, the customisation layer, the config and the OCI documents;
+//! 4. [`pipeline`] hashes the layers in parallel and then produces them in
+//!    order, feeding every [`sink`] it is given the same stream of layers,
+//!    digests and config;
+//! 5. [`sink`] has one destination per module (docker-archive, OCI layout,
+//!    registry), each behind the [`sink::Sink`] trait; [`registry`] is the
+//!    registry client the registry sink uses.
+//!
+//! [`layering`] decides which store paths share a layer, from a references
+//! graph, apart from all of the above: it never touches tar.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod base_image;
 pub mod compress;
 pub mod digest;
 pub mod error;
-pub mod filedata;
+pub mod escape;
 pub mod image;
-pub mod isotime;
-pub mod layer;
 pub mod layering;
-pub mod oci;
+pub mod pipeline;
 pub mod progress;
-pub mod push;
-pub mod pyjson;
-pub mod pyrepr;
-pub mod pystr;
-pub mod relay;
-pub mod schedule;
+pub mod pycompat;
+pub mod registry;
+pub mod sink;
 pub mod spec;
-pub mod tarheader;
-pub mod walk;
+pub mod tar;
 
 pub use error::{Error, Result};

@@ -27,6 +27,9 @@ impl Progress {
     /// must never be the reason an image is not written.
     pub fn line(&self, text: std::fmt::Arguments<'_>) {
         if !self.quiet {
+            // Lines quote store paths and member names: escape what could
+            // drive the terminal.
+            let text = crate::escape::controls(&text.to_string());
             let _ = writeln!(std::io::stderr().lock(), "[{:6.2}s] {text}", self.elapsed());
         }
     }

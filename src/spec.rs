@@ -11,10 +11,10 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::isotime::IsoDateTime;
-use crate::layer::Stamp;
-use crate::pyjson::{self, PyValue};
-use crate::walk;
+use crate::pycompat::isotime::IsoDateTime;
+use crate::pycompat::json::{self as pyjson, PyValue};
+use crate::tar::layer::Stamp;
+use crate::tar::walk;
 
 /// A parsed and checked spec.
 #[derive(Debug, Clone)]
@@ -74,7 +74,9 @@ impl Spec {
         let time = |key: &str, v: &PyValue| -> Result<IsoDateTime> {
             match v.as_str() {
                 Some("now") => Ok(now),
-                Some(s) => crate::isotime::parse(s).map_err(|e| key_err(key, e.to_string())),
+                Some(s) => {
+                    crate::pycompat::isotime::parse(s).map_err(|e| key_err(key, e.to_string()))
+                }
                 None => Err(key_err(
                     key,
                     format!("expected \"now\" or an ISO 8601 time, found {}", kind(v)),
@@ -268,7 +270,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Spec> {
-        let now = crate::isotime::parse("2000-01-01T00:00:00+00:00").unwrap();
+        let now = crate::pycompat::isotime::parse("2000-01-01T00:00:00+00:00").unwrap();
         Spec::parse(Path::new("spec.json"), text.as_bytes(), now)
     }
 

@@ -1350,14 +1350,14 @@ struct HeaderCase {
     gid: i64,
     size: u64,
     mtime: i64,
-    kind: stream_layered_image::tarheader::EntryType,
+    kind: stream_layered_image::tar::header::EntryType,
     /// Records the member carries itself, as a base image member may.
     pax: Vec<(String, Vec<u8>)>,
 }
 
 impl HeaderCase {
     fn generate(rng: &mut Rng) -> HeaderCase {
-        use stream_layered_image::tarheader::EntryType;
+        use stream_layered_image::tar::header::EntryType;
         let kind = rng.pick(&[
             EntryType::Regular,
             EntryType::Regular,
@@ -1430,7 +1430,7 @@ impl HeaderCase {
     }
 
     fn encode(&self) -> Vec<u8> {
-        use stream_layered_image::tarheader::{self, Header};
+        use stream_layered_image::tar::header::{self as tarheader, Header};
         let mut out = Vec::new();
         tarheader::encode(
             &Header {

@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use stream_layered_image::pyjson::JsonErrorKind;
-use stream_layered_image::{isotime, pyjson, pyrepr};
+use stream_layered_image::pycompat::json::JsonErrorKind;
+use stream_layered_image::pycompat::{isotime, json as pyjson, repr as pyrepr};
 
 const ORACLE: &str = r#"
 import io, json, sys

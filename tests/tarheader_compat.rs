@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
-use stream_layered_image::tarheader::{self, EntryType, Header};
+use stream_layered_image::tar::header::{self as tarheader, EntryType, Header};
 
 #[derive(Debug, Clone)]
 struct Case {

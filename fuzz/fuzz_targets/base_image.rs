@@ -7,8 +7,8 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use stream_layered_image::base_image::BaseImage;
-use stream_layered_image::tarheader::{self, Header};
+use stream_layered_image::image::base::BaseImage;
+use stream_layered_image::tar::header::{self as tarheader, Header};
 
 /// The reader takes a path: one scratch file per fuzzing process, in
 /// `$TMPDIR` (which `scripts/fuzz` points at a directory it removes).

@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
-use stream_layered_image::isotime;
-use stream_layered_image::pyjson::{self, PyValue};
+use stream_layered_image::pycompat::isotime;
+use stream_layered_image::pycompat::json::{self as pyjson, PyValue};
 use stream_layered_image::spec::Spec;
-use stream_layered_image::walk;
+use stream_layered_image::tar::walk;
 
 /// What a value dumps to must load back to a value that dumps the same, as
 /// with Python's `json.loads(json.dumps(v, indent=4))`.

@@ -6,7 +6,7 @@
 use std::io::Read;
 
 use arbitrary::Arbitrary;
-use stream_layered_image::tarheader::{self, EntryType, Header, BLOCK};
+use stream_layered_image::tar::header::{self as tarheader, EntryType, Header, BLOCK};
 
 #[derive(Debug, Arbitrary)]
 enum Kind {

@@ -10,15 +10,14 @@
 //! store path inside it, which is what one looks at to tune a layering.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsString;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use sha2::{Digest, Sha256};
 use stream_layered_image::progress::human_bytes;
 
-const USAGE: &str = "usage: stream-layered-image diff OLD.tar NEW.tar [--width N]";
+use super::args::DiffArgs;
 
 /// One layer of an image archive.
 #[derive(Debug, Clone)]
@@ -215,30 +214,9 @@ fn describe(contents: &[(String, u64)]) -> String {
     }
 }
 
-/// Runs the `diff` subcommand with the arguments after `diff`.
-pub fn main(args: Vec<OsString>) -> anyhow::Result<()> {
-    let mut files: Vec<PathBuf> = Vec::new();
-    let mut width = 24usize;
-    let mut it = args.into_iter();
-    while let Some(arg) = it.next() {
-        match arg.to_str() {
-            Some("--width") => {
-                width = it
-                    .next()
-                    .and_then(|v| v.to_str().and_then(|v| v.parse().ok()))
-                    .with_context(|| format!("--width needs a number\n{USAGE}"))?;
-            }
-            Some("-h") | Some("--help") => {
-                println!("{USAGE}");
-                return Ok(());
-            }
-            Some(flag) if flag.starts_with("--") => bail!("unexpected argument {flag:?}\n{USAGE}"),
-            _ => files.push(arg.into()),
-        }
-    }
-    let [old_path, new_path] = files.as_slice() else {
-        bail!("{USAGE}");
-    };
+/// Runs the `diff` subcommand.
+pub fn run(args: DiffArgs) -> anyhow::Result<()> {
+    let (old_path, new_path, width) = (&args.old, &args.new, args.width);
     let old = read_image(old_path)?;
     let new = read_image(new_path)?;
     let out = std::io::stdout();

@@ -15,7 +15,6 @@
 //! graph.
 
 use std::collections::HashSet;
-use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -23,71 +22,17 @@ use anyhow::{bail, Context};
 use stream_layered_image::layering::{self, Graph, Layer, Pipeline, Strategy};
 use stream_layered_image::progress::human_bytes;
 
+use super::args::LayersArgs;
+
 const USAGE: &str = "usage: stream-layered-image layers --graph FILE --max-layers N \
 [--strategy default|popularity|auto|size | --pipeline FILE] [--exclude FILE] [--explain]
        stream-layered-image layers --batch FILE   (JSON lines: {\"graph\", \"max_layers\", \"strategy\"})";
 
-#[derive(Default)]
-struct Args {
-    graph: Option<PathBuf>,
-    max_layers: Option<usize>,
-    strategy: Option<String>,
-    pipeline: Option<PathBuf>,
-    exclude: Option<PathBuf>,
-    explain: bool,
-    batch: Option<PathBuf>,
-}
-
-fn parse_args(args: Vec<OsString>) -> anyhow::Result<Args> {
-    let mut out = Args::default();
-    let mut it = args.into_iter();
-    while let Some(arg) = it.next() {
-        let arg = arg
-            .into_string()
-            .map_err(|a| anyhow::anyhow!("unexpected argument {a:?}\n{USAGE}"))?;
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(OsString::from(v))),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| -> anyhow::Result<OsString> {
-            match inline.clone().or_else(|| it.next()) {
-                Some(v) => Ok(v),
-                None => bail!("{name} needs a value\n{USAGE}"),
-            }
-        };
-        match flag.as_str() {
-            "--graph" => out.graph = Some(value("--graph")?.into()),
-            "--max-layers" => {
-                let v = value("--max-layers")?;
-                let text = v.to_string_lossy();
-                let n: usize = text
-                    .parse()
-                    .with_context(|| format!("--max-layers: {text:?} is not a number"))?;
-                if n == 0 {
-                    bail!("--max-layers must be at least 1");
-                }
-                out.max_layers = Some(n);
-            }
-            "--strategy" => {
-                out.strategy = Some(value("--strategy")?.to_string_lossy().into_owned())
-            }
-            "--pipeline" => out.pipeline = Some(value("--pipeline")?.into()),
-            "--exclude" => out.exclude = Some(value("--exclude")?.into()),
-            "--batch" => out.batch = Some(value("--batch")?.into()),
-            "--explain" => out.explain = true,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            _ => bail!("unexpected argument {arg:?}\n{USAGE}"),
-        }
+/// Runs the `layers` subcommand.
+pub fn run(args: LayersArgs) -> anyhow::Result<()> {
+    if args.max_layers == Some(0) {
+        bail!("--max-layers must be at least 1");
     }
-    Ok(out)
-}
-
-/// Runs the `layers` subcommand with the arguments after `layers`.
-pub fn main(args: Vec<OsString>) -> anyhow::Result<()> {
-    let args = parse_args(args)?;
     if let Some(batch) = &args.batch {
         return run_batch(batch);
     }

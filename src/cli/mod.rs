@@ -1,4 +1,7 @@
-//! Subcommands of the `stream-layered-image` binary.
+//! The binary's side: parsing (declared once in [`args`]) and one module
+//! per subcommand, each a thin layer over the library.
+pub mod args;
 pub mod build;
 pub mod diff;
 pub mod layers;
+pub mod output;

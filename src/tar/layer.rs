@@ -21,10 +21,10 @@ use std::os::unix::fs::FileExt;
 
 use crate::digest::{CountingWriter, HashingWriter};
 use crate::error::{Error, Result};
-use crate::filedata;
-use crate::relay::{CheckedFile, RelayWriter};
-use crate::tarheader::{self, EntryType, Header};
-use crate::walk::{Entry, EntryKind, FileIdentity};
+use crate::tar::filedata;
+use crate::tar::header::{self as tarheader, EntryType, Header};
+use crate::tar::relay::{CheckedFile, RelayWriter};
+use crate::tar::walk::{Entry, EntryKind, FileIdentity};
 
 /// Ownership and time applied to every member of a store layer.
 #[derive(Debug, Clone)]
@@ -370,7 +370,7 @@ impl Encoder<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::walk;
+    use crate::tar::walk;
 
     fn stamp() -> Stamp {
         Stamp {
@@ -455,7 +455,7 @@ mod tests {
         .unwrap();
 
         let (mut reader, writer) = os_pipe::pipe().unwrap();
-        let direct = crate::relay::DirectOutput::new(writer.try_clone().unwrap().into())
+        let direct = crate::tar::relay::DirectOutput::new(writer.try_clone().unwrap().into())
             .unwrap()
             .unwrap();
         let drain = std::thread::spawn(move || {
@@ -464,7 +464,7 @@ mod tests {
             all
         });
         let mut out = std::io::BufWriter::new(writer);
-        let (n, spliced) = crate::relay::relay_direct(&mut out, Some(&direct), |w| {
+        let (n, spliced) = crate::tar::relay::relay_direct(&mut out, Some(&direct), |w| {
             encode(&parents, &entries, &stamp(), Contents::Verify(&sums), w)
         })
         .unwrap();

@@ -70,7 +70,7 @@ impl PyStr {
     /// Builds a string from code points, surrogates allowed; `None` if one
     /// is beyond U+10FFFF.
     ///
-    /// `crate::pystr::code_points` gives the code points Python sees for a
+    /// `crate::pycompat::str::code_points` gives the code points Python sees for a
     /// file name, so the two compose.
     pub fn from_code_points<I: IntoIterator<Item = u32>>(points: I) -> Option<PyStr> {
         let mut bytes = Vec::new();

@@ -20,8 +20,8 @@ use flate2::read::GzDecoder;
 
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
-use crate::pyjson::{self, PyValue};
-use crate::tarheader::EntryType;
+use crate::pycompat::json::{self as pyjson, PyValue};
+use crate::tar::header::EntryType;
 
 /// Largest `manifest.json` or config we read into memory.
 const MAX_JSON: u64 = 64 * 1024 * 1024;
@@ -118,7 +118,12 @@ impl BaseImage {
         } else {
             index(tar::Archive::new(BufReader::new(file)).entries_with_seek())
         }
-        .map_err(|e| bad(format!("not a readable tar archive: {e}")))?;
+        .map_err(|e| {
+            bad(format!(
+                "not a readable tar archive: {}",
+                crate::escape::text(&e.to_string())
+            ))
+        })?;
 
         let mut image = BaseImage {
             path: path.to_owned(),
@@ -157,9 +162,19 @@ impl BaseImage {
             image
                 .open_member(member.offset, member.size)?
                 .read_to_end(&mut text)
-                .map_err(|e| bad(format!("reading {name:?}: {e}")))?;
+                .map_err(|e| {
+                    bad(format!(
+                        "reading {name:?}: {}",
+                        crate::escape::text(&e.to_string())
+                    ))
+                })?;
             // Python reads these members as bytes: json.loads(bytes).
-            pyjson::loads_binary(&text).map_err(|e| bad(format!("{name:?} is not valid JSON: {e}")))
+            pyjson::loads_binary(&text).map_err(|e| {
+                bad(format!(
+                    "{name:?} is not valid JSON: {}",
+                    crate::escape::text(&e.to_string())
+                ))
+            })
         };
 
         let manifest = json(&image, "manifest.json")?;

@@ -22,7 +22,7 @@
 //! So this module writes headers itself, and the crate is used to *read*
 //! archives (base images, and our own output in tests).
 
-use crate::pystr;
+use crate::pycompat::str as pystr;
 
 /// Size of a tar block.
 pub const BLOCK: usize = 512;

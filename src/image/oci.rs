@@ -1,8 +1,8 @@
-//! The OCI image layout: output formats and the small JSON documents.
+//! The OCI documents: manifest, index, layout marker and Docker's manifest.json.
 //!
 //! Input: the image config (the same bytes the docker-archive stores as
 //! `<sha256>.json`), the repo tag, and each layer's blob digest and size as
-//! found by the hashing pass in [`crate::image`]. Output: the manifest,
+//! found by the hashing pass in [`crate::pipeline`]. Output: the manifest,
 //! `index.json`, `oci-layout`, and for `docker+oci` the Docker
 //! `manifest.json`, as the OCI image spec (v1.1) and `docker save` (Docker
 //! 25 and later) write them.
@@ -10,13 +10,10 @@
 //! The OCI documents are compact JSON with keys in a fixed order, so the
 //! same image always gives the same manifest digest.
 
-use std::path::PathBuf;
-
 use serde_json::{json, Value};
 
 use crate::compress::Compression;
 use crate::digest::Sha256Digest;
-use crate::error::{Error, Result};
 
 /// Media type of an OCI image manifest.
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -26,43 +23,6 @@ pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 pub const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
 /// The contents of the `oci-layout` file.
 pub const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
-
-/// What to write.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Format {
-    /// A `docker save` v1.2 archive, byte-identical to the reference.
-    #[default]
-    DockerArchive,
-    /// An OCI image layout streamed as a tar.
-    OciArchive,
-    /// An OCI image layout written into this directory.
-    OciDir(PathBuf),
-    /// One tar holding the OCI layout and a Docker `manifest.json`.
-    DockerOci,
-    /// Straight to a registry.
-    Push(crate::push::Target),
-}
-
-impl Format {
-    /// Parses a `--format` value; `oci-dir` takes its directory separately.
-    pub fn parse(name: &str, dir: Option<PathBuf>) -> Result<Format> {
-        match (name, dir) {
-            ("docker-archive", None) => Ok(Format::DockerArchive),
-            ("oci-archive", None) => Ok(Format::OciArchive),
-            ("docker+oci", None) => Ok(Format::DockerOci),
-            ("oci-dir", Some(dir)) => Ok(Format::OciDir(dir)),
-            ("oci-dir", None) => Err(Error::Usage("--format oci-dir needs a directory".into())),
-            _ => Err(Error::Usage(format!(
-                "--format {name:?}: expected docker-archive, oci-archive, oci-dir DIR or docker+oci"
-            ))),
-        }
-    }
-
-    /// Whether this format holds an OCI layout.
-    pub fn is_oci(&self) -> bool {
-        !matches!(self, Format::DockerArchive)
-    }
-}
 
 /// A layer as stored in the layout.
 #[derive(Debug, Clone, Copy)]
@@ -157,15 +117,5 @@ mod tests {
             ("localhost:5000/foo", "latest")
         );
         assert_eq!(split_tag("h:5/a/b:t"), ("h:5/a/b", "t"));
-    }
-
-    #[test]
-    fn formats() {
-        assert_eq!(
-            Format::parse("oci-archive", None).unwrap(),
-            Format::OciArchive
-        );
-        assert!(Format::parse("oci-dir", None).is_err());
-        assert!(Format::parse("tar", None).is_err());
     }
 }

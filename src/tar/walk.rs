@@ -20,7 +20,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::pystr;
+use crate::pycompat::str as pystr;
 
 /// A file's identity as seen by `lstat`/`fstat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

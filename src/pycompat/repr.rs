@@ -4,9 +4,9 @@
 //! history as `repr(paths)`, so the `comment` fields of the image
 //! configuration only come out byte-identical if the quoting, escaping and
 //! the notion of "printable" match CPython 3.11 exactly (Unicode 14.0, as
-//! captured in the generated table `src/pyrepr_table.rs`).
+//! captured in the generated table `src/pycompat/repr_table.rs`).
 
-#[path = "pyrepr_table.rs"]
+#[path = "repr_table.rs"]
 mod table;
 
 use std::fmt::Write as _;

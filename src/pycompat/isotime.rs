@@ -15,7 +15,7 @@
 //! truncated, a stray character accepted before the UTC offset, and a
 //! fractional-second offset ignored when its whole seconds are zero.
 
-use crate::pyrepr::repr_str;
+use crate::pycompat::repr::repr_str;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const MICROS_PER_SECOND: i64 = 1_000_000;

@@ -38,7 +38,7 @@ use base64::Engine as _;
 use crate::compress::Compression;
 use crate::digest::{HashingWriter, Sha256Digest};
 use crate::error::{Error, Result};
-use crate::oci::BlobRef;
+use crate::image::oci::BlobRef;
 
 /// Bytes sent per `PATCH`.
 pub const CHUNK: usize = 16 << 20;
@@ -83,7 +83,7 @@ impl Target {
         if host.is_empty() || name.is_empty() {
             return Err(bad("expected HOST[:PORT]/REPO[:TAG]"));
         }
-        let (repo, tag) = crate::oci::split_tag(name);
+        let (repo, tag) = crate::image::oci::split_tag(name);
         let valid_repo = repo.split('/').all(|part| {
             !part.is_empty()
                 && part
@@ -131,6 +131,8 @@ pub struct Registry {
     cache: Option<cache::Cache>,
     uploads: AtomicUsize,
     mounts: AtomicUsize,
+    /// Warnings for the caller to show (see [`Registry::take_warnings`]).
+    warnings: Mutex<Vec<String>>,
 }
 
 /// What went wrong with one request: whether trying again may help.
@@ -216,6 +218,7 @@ impl Registry {
             cache,
             uploads: AtomicUsize::new(0),
             mounts: AtomicUsize::new(0),
+            warnings: Mutex::new(Vec::new()),
             target,
         })
     }
@@ -233,6 +236,18 @@ impl Registry {
     /// Blobs mounted from another repository so far.
     pub fn mounts(&self) -> usize {
         self.mounts.load(Ordering::Relaxed)
+    }
+
+    /// The warnings so far (a cache entry not trusted), each once.
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn warn(&self, text: String) {
+        self.warnings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(text);
     }
 
     /// Whether a cache directory is in use: then layers are compressed
@@ -562,10 +577,16 @@ impl Registry {
         known: Option<BlobRef>,
         produce: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
     ) -> Result<LayerPush> {
-        let cached = self
-            .cache
-            .as_ref()
-            .and_then(|c| c.get(diff_id, compression));
+        let cached = match self.cache.as_ref().map(|c| c.get(diff_id, compression)) {
+            Some(cache::Lookup::Hit(entry)) => Some(entry),
+            Some(cache::Lookup::Corrupt(problem)) => {
+                self.warn(format!(
+                    "{label}: cache entry {problem}; not trusted, ignored"
+                ));
+                None
+            }
+            Some(cache::Lookup::Miss) | None => None,
+        };
         let expected = known.or(cached.as_ref().map(|c| c.blob));
         if let Some(blob) = expected {
             if self.has_blob(&blob.digest)? {
@@ -733,26 +754,33 @@ fn one_line(text: &str) -> String {
 }
 
 /// The gist of an error answer: the codes and messages of the
-/// distribution API's JSON, or the start of the text.
+/// distribution API's JSON, or the start of the text. Whatever the
+/// registry sent, control characters and bytes that are not UTF-8 come out
+/// escaped: the text ends up on the user's terminal.
 fn body_text(resp: ureq::Response) -> String {
-    let mut text = String::new();
-    let _ = resp.into_reader().take(4000).read_to_string(&mut text);
-    if let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) {
+    let mut raw = Vec::new();
+    let _ = resp.into_reader().take(4000).read_to_end(&mut raw);
+    if let Ok(json) = serde_json::from_slice::<serde_json::Value>(&raw) {
         if let Some(errors) = json["errors"].as_array() {
             let parts: Vec<String> = errors
                 .iter()
                 .map(|e| {
                     format!(
                         "{}: {}",
-                        e["code"].as_str().unwrap_or("?"),
-                        e["message"].as_str().unwrap_or("")
+                        crate::escape::text(e["code"].as_str().unwrap_or("?")),
+                        crate::escape::text(e["message"].as_str().unwrap_or(""))
                     )
                 })
                 .collect();
             return format!(" ({})", parts.join("; "));
         }
     }
-    let text = one_line(&text);
+    let text = raw
+        .split(u8::is_ascii_whitespace)
+        .filter(|word| !word.is_empty())
+        .map(crate::escape::bytes)
+        .collect::<Vec<_>>()
+        .join(" ");
     if text.is_empty() {
         text
     } else {

@@ -29,7 +29,7 @@ use rustix::io::Errno;
 use rustix::pipe::SpliceFlags;
 
 use crate::error::{Error, Result};
-use crate::walk::FileIdentity;
+use crate::tar::walk::FileIdentity;
 
 /// Size of one chunk.
 pub const CHUNK: usize = 1 << 20;

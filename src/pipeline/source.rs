@@ -1,0 +1,479 @@
+//! Where a layer's bytes come from, and producing them: once into a hasher,
+//! then again, checked against that first pass, for each sink that needs
+//! them.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use crate::compress::{Compression, Encoder};
+use crate::digest::{CountingWriter, HashingWriter};
+use crate::error::{Error, Result};
+use crate::image::base::{BaseImage, BaseLayer};
+use crate::image::custom::CustomLayer;
+use crate::image::oci::BlobRef;
+use crate::spec::Spec;
+use crate::tar::filedata;
+use crate::tar::layer::{self, Contents};
+use crate::tar::relay::{relay, relay_direct, DirectOutput};
+use crate::tar::walk::{self, Entry, FileIdentity};
+
+use super::Hashed;
+
+/// Where a layer's bytes come from.
+pub(crate) enum Source<'a> {
+    /// A layer of the base image, copied as it is.
+    Base(&'a BaseImage, &'a BaseLayer),
+    /// Store paths, encoded by [`layer::encode`].
+    Store {
+        /// The paths as the spec wrote them.
+        spec_paths: &'a [String],
+        /// The same, normalised.
+        paths: &'a [String],
+        /// Filled in by the walk, which runs in the worker pool.
+        entries: OnceLock<Vec<Entry>>,
+    },
+    /// The customisation layer's ready `layer.tar`.
+    Custom(&'a CustomLayer),
+}
+
+/// What the layer encoder and the copies need besides the source.
+pub(crate) struct Context<'a> {
+    pub spec: &'a Spec,
+    /// The store's parent directories, which start every store layer.
+    pub parents: &'a [String],
+    /// How stored blobs are compressed.
+    pub compression: Compression,
+}
+
+impl Source<'_> {
+    /// Whether the layer is copied whole from a file (base and
+    /// customisation layers), so one checksum covers it; a store layer's
+    /// files are checked one by one as they are encoded.
+    pub fn whole_layer_sum(&self) -> bool {
+        !matches!(self, Source::Store { .. })
+    }
+
+    /// What the layer holds, for progress lines.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Base(_, layer) => format!("base image layer {}", lossy(&layer.header.name)),
+            Source::Store { spec_paths, .. } => match &spec_paths[..] {
+                [] => "no store paths".into(),
+                [only] => only.clone(),
+                [first, rest @ ..] => format!("{first} and {} more store paths", rest.len()),
+            },
+            Source::Custom(custom) => format!("customisation layer {}", custom.dir),
+        }
+    }
+
+    /// A rough size, used only to start the longest hashing jobs first.
+    pub fn estimate_size(&self) -> u64 {
+        match self {
+            Source::Base(_, layer) => layer.size,
+            Source::Custom(custom) => custom.meta.len(),
+            Source::Store { entries, .. } => entries
+                .get()
+                .map_or(&[][..], Vec::as_slice)
+                .iter()
+                .map(|e| match &e.kind {
+                    walk::EntryKind::File(id) => 512 + id.size,
+                    _ => 512,
+                })
+                .sum(),
+        }
+    }
+
+    /// Walks a store layer (other layers need no walk) and returns the
+    /// number of entries it found.
+    pub fn walk(&self) -> Result<Option<usize>> {
+        if let Source::Store { paths, entries, .. } = self {
+            let walked = walk::walk_paths(paths)?;
+            let count = walked.len();
+            let _ = entries.set(walked);
+            return Ok(Some(count));
+        }
+        Ok(None)
+    }
+
+    fn entries(&self) -> &[Entry] {
+        match self {
+            Source::Store { entries, .. } => entries.get().expect("produced only once walked"),
+            _ => &[],
+        }
+    }
+
+    /// The hashing pass: the layer's digest and size, the checksums the
+    /// later passes must reproduce, and with `blob` the stored blob that
+    /// `blob`'s compression makes of it.
+    pub fn hash(&self, cx: &Context<'_>, blob: Option<Compression>) -> Result<Hashed> {
+        let blob_sink = BlobSink::new(blob)?;
+        match self {
+            Source::Store { .. } => {
+                let mut sink = HashingWriter::new(blob_sink);
+                let mut sums = Vec::new();
+                layer::encode(
+                    cx.parents,
+                    self.entries(),
+                    &cx.spec.stamp,
+                    Contents::Record(&mut sums),
+                    &mut sink,
+                )?;
+                let (digest, size, blob) = sink.finish();
+                Ok(Hashed {
+                    digest,
+                    size,
+                    sums,
+                    blob: blob.finish()?,
+                })
+            }
+            Source::Base(base, layer) => {
+                let mut sink = HashingWriter::new(CountingWriter::new(blob_sink, true));
+                io::copy(&mut base.layer_reader(layer)?, &mut sink).map_err(|e| {
+                    Error::BaseImage {
+                        path: base.path().to_owned(),
+                        problem: format!("reading layer {}: {e}", lossy(&layer.header.name)),
+                    }
+                })?;
+                let (digest, size, counted) = sink.finish();
+                if digest != layer.diff_id {
+                    return Err(Error::BaseImage {
+                        path: base.path().to_owned(),
+                        problem: format!(
+                            "layer {} has digest sha256:{digest}, but its diff_id is sha256:{}",
+                            lossy(&layer.header.name),
+                            layer.diff_id
+                        ),
+                    });
+                }
+                let (_, sum, blob) = counted.into_parts();
+                Ok(Hashed {
+                    digest,
+                    size,
+                    sums: vec![sum],
+                    blob: blob.finish()?,
+                })
+            }
+            Source::Custom(custom) => {
+                let mut sink = HashingWriter::new(CountingWriter::new(blob_sink, true));
+                copy_file(&custom.tar_path, &custom.meta, &mut sink)?;
+                let (digest, size, counted) = sink.finish();
+                if digest != custom.checksum {
+                    return Err(Error::Customisation {
+                        dir: PathBuf::from(&custom.dir),
+                        problem: format!(
+                            "layer.tar has digest {digest}, but \"checksum\" says {}",
+                            custom.checksum
+                        ),
+                    });
+                }
+                let (_, sum, blob) = counted.into_parts();
+                Ok(Hashed {
+                    digest,
+                    size,
+                    sums: vec![sum],
+                    blob: blob.finish()?,
+                })
+            }
+        }
+    }
+
+    /// Writes the layer's tar into `out`, checked against the hashing
+    /// pass: on a producer thread through the relay for a store layer
+    /// (splicing large files into `direct` where given), copied for the
+    /// others. Returns the number of bytes written, those spliced
+    /// included.
+    pub fn produce(
+        &self,
+        cx: &Context<'_>,
+        hashed: &Hashed,
+        layer_no: usize,
+        out: &mut dyn Write,
+        direct: Option<&DirectOutput>,
+    ) -> Result<u64> {
+        let mut sink = CountingWriter::new(out, self.whole_layer_sum());
+        let mut spliced = 0;
+        match self {
+            Source::Store { .. } => {
+                let entries = self.entries();
+                (_, spliced) = relay_direct(&mut sink, direct, |w| {
+                    layer::encode(
+                        cx.parents,
+                        entries,
+                        &cx.spec.stamp,
+                        Contents::Verify(&hashed.sums),
+                        w,
+                    )
+                })?;
+            }
+            _ => self.copy_whole(&mut sink)?,
+        }
+        let (counted, sum) = sink.finish();
+        let size = counted + spliced;
+        self.check_reproduced(hashed, layer_no, size, sum)?;
+        Ok(size)
+    }
+
+    /// Like [`Source::produce`], but writes into `out` from this thread:
+    /// for callers that already run on a worker of their own (a push).
+    pub fn produce_here(
+        &self,
+        cx: &Context<'_>,
+        hashed: &Hashed,
+        layer_no: usize,
+        out: &mut dyn Write,
+    ) -> Result<()> {
+        let mut sink = CountingWriter::new(out, self.whole_layer_sum());
+        match self {
+            Source::Store { .. } => {
+                layer::encode(
+                    cx.parents,
+                    self.entries(),
+                    &cx.spec.stamp,
+                    Contents::Verify(&hashed.sums),
+                    &mut sink,
+                )?;
+            }
+            _ => self.copy_whole(&mut sink)?,
+        }
+        let (size, sum) = sink.finish();
+        self.check_reproduced(hashed, layer_no, size, sum)
+    }
+
+    /// Writes the layer compressed with `compression` into `out` and checks
+    /// that the compressed bytes are the blob the hashing pass found;
+    /// returns the uncompressed size.
+    pub fn produce_blob(
+        &self,
+        cx: &Context<'_>,
+        hashed: &Hashed,
+        compression: Compression,
+        layer_no: usize,
+        out: &mut dyn Write,
+    ) -> Result<u64> {
+        let (blob, blob_sum) = hashed.blob.expect("hashed with a blob");
+        let mut sink = CountingWriter::new(out, true);
+        let compress_into = |w: &mut dyn Write, produce: &dyn Fn(&mut dyn Write) -> Result<()>| {
+            let mut enc = compression.encoder(w).map_err(Error::Output)?;
+            let mut counted = CountingWriter::new(&mut enc, false);
+            produce(&mut counted)?;
+            let (n, _) = counted.finish();
+            enc.finish().map_err(Error::Output)?;
+            Ok::<u64, Error>(n)
+        };
+        let plain_size = match self {
+            Source::Store { .. } => {
+                let entries = self.entries();
+                relay(&mut sink, |w| {
+                    let mut enc = compression.encoder(w).map_err(Error::Output)?;
+                    let mut counted = CountingWriter::new(&mut enc, false);
+                    layer::encode(
+                        cx.parents,
+                        entries,
+                        &cx.spec.stamp,
+                        Contents::Verify(&hashed.sums),
+                        &mut counted,
+                    )?;
+                    let (n, _) = counted.finish();
+                    enc.finish().map_err(Error::Output)?;
+                    Ok(n)
+                })?
+            }
+            _ => compress_into(&mut sink, &|w| self.copy_whole(w))?,
+        };
+        let (size, sum) = sink.finish();
+        if size != blob.size {
+            return Err(Error::SizeMismatch {
+                layer: layer_no,
+                expected: blob.size,
+                actual: size,
+            });
+        }
+        if sum != blob_sum {
+            return Err(Error::FileChanged {
+                path: PathBuf::from(self.member_name(hashed)),
+                what: format!("layer {layer_no} compressed differently the second time"),
+            });
+        }
+        if plain_size != hashed.size {
+            return Err(Error::SizeMismatch {
+                layer: layer_no,
+                expected: hashed.size,
+                actual: plain_size,
+            });
+        }
+        Ok(plain_size)
+    }
+
+    /// Copies a base or customisation layer whole into `out`, telling a
+    /// failure to write `out` (an [`Error::Output`] that carries the
+    /// writer's own error whole) from a failure to read the source.
+    fn copy_whole(&self, out: &mut dyn Write) -> Result<()> {
+        match self {
+            Source::Base(base, layer) => {
+                let mut reader = base.layer_reader(layer)?;
+                let mut tagged = Tagged { out, error: None };
+                match io::copy(&mut reader, &mut tagged) {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(match tagged.error.take() {
+                        Some(write_error) => Error::Output(write_error),
+                        None => Error::BaseImage {
+                            path: base.path().to_owned(),
+                            problem: format!("reading layer {}: {e}", lossy(&layer.header.name)),
+                        },
+                    }),
+                }
+            }
+            Source::Custom(custom) => copy_file(&custom.tar_path, &custom.meta, out),
+            Source::Store { .. } => unreachable!("store layers are encoded, not copied"),
+        }
+    }
+
+    /// The layer's member name in a docker-archive: the base image's own,
+    /// or `<sha256>/layer.tar`.
+    pub fn member_name(&self, hashed: &Hashed) -> String {
+        match self {
+            Source::Base(_, layer) => lossy(&layer.header.name),
+            Source::Store { .. } => format!("{}/layer.tar", hashed.digest),
+            Source::Custom(custom) => format!("{}/layer.tar", custom.checksum),
+        }
+    }
+
+    /// Checks a layer produced again against its hashing pass: the same
+    /// size and, for a layer copied whole, the same checksum.
+    fn check_reproduced(
+        &self,
+        hashed: &Hashed,
+        layer_no: usize,
+        size: u64,
+        sum: u64,
+    ) -> Result<()> {
+        if size != hashed.size {
+            return Err(Error::SizeMismatch {
+                layer: layer_no,
+                expected: hashed.size,
+                actual: size,
+            });
+        }
+        if self.whole_layer_sum() && hashed.sums != [sum] {
+            return Err(Error::FileChanged {
+                path: match self {
+                    Source::Custom(custom) => custom.tar_path.clone(),
+                    Source::Base(base, _) => base.path().to_owned(),
+                    Source::Store { .. } => PathBuf::new(),
+                },
+                what: format!("layer {layer_no} read differently the second time"),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A writer that keeps its inner writer's error aside, so that after an
+/// `io::copy` a failed write is told from a failed read, and the write
+/// error reaches the caller whole.
+struct Tagged<'w> {
+    out: &'w mut dyn Write,
+    error: Option<io::Error>,
+}
+
+impl Write for Tagged<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out.write(buf).map_err(|e| {
+            let kind = e.kind();
+            self.error = Some(e);
+            io::Error::from(kind)
+        })
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// The end of the hashing pass's writer chain: compresses and hashes the
+/// compressed bytes when a blob is wanted, or discards them.
+struct BlobSink(Option<Encoder<HashingWriter<CountingWriter<io::Sink>>>>);
+
+impl BlobSink {
+    fn new(compression: Option<Compression>) -> Result<BlobSink> {
+        let Some(compression) = compression else {
+            return Ok(BlobSink(None));
+        };
+        let inner = HashingWriter::new(CountingWriter::new(io::sink(), true));
+        Ok(BlobSink(Some(
+            compression.encoder(inner).map_err(Error::Output)?,
+        )))
+    }
+
+    fn finish(self) -> Result<Option<(BlobRef, u64)>> {
+        let Some(encoder) = self.0 else {
+            return Ok(None);
+        };
+        let (digest, size, counted) = encoder.finish().map_err(Error::Output)?.finish();
+        Ok(Some((BlobRef { digest, size }, counted.finish().1)))
+    }
+}
+
+impl Write for BlobSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.0 {
+            Some(e) => e.write(buf),
+            None => Ok(buf.len()),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match &mut self.0 {
+            Some(e) => e.write_all(buf),
+            None => Ok(()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Copies a whole file (whose metadata was taken earlier) into `sink`,
+/// failing if it changed since.
+fn copy_file(path: &Path, meta: &std::fs::Metadata, sink: &mut dyn Write) -> Result<()> {
+    let expected = FileIdentity::of(meta);
+    let file = File::open(path).map_err(|e| Error::io(path, "opening", e))?;
+    let check = || -> io::Result<()> {
+        let now = FileIdentity::of(&file.metadata()?);
+        match expected.difference(&now) {
+            Some(what) => Err(io::Error::other(what)),
+            None => Ok(()),
+        }
+    };
+    let mut sink_error = None;
+    let result = filedata::for_each_chunk(
+        &file,
+        expected.size,
+        &mut Vec::new(),
+        &mut || check(),
+        &mut |chunk| {
+            sink.write_all(chunk).map_err(|e| {
+                let kind = e.kind();
+                sink_error = Some(e);
+                io::Error::from(kind)
+            })
+        },
+    );
+    if let Some(e) = sink_error {
+        return Err(Error::Output(e));
+    }
+    result
+        .and_then(|()| check())
+        .map_err(|e| Error::FileChanged {
+            path: path.to_owned(),
+            what: e.to_string(),
+        })
+}
+
+/// Bytes shown as text, invalid UTF-8 replaced.
+pub(crate) fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}

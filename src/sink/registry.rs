@@ -1,0 +1,125 @@
+//! A push to a registry, through [`crate::registry`].
+//!
+//! Layers go up from the hashing workers, each as soon as it is hashed
+//! ([`Registry::push_layer`]: skipped when the registry has the blob,
+//! mounted when the cache knows another repository that holds it, or
+//! compressed as it is produced and uploaded in chunks). The config and
+//! the manifest go up last, once every layer is in, so a failed push never
+//! leaves a tag naming missing blobs.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::digest::Sha256Digest;
+use crate::error::Result;
+use crate::image::oci::{self, BlobRef};
+use crate::pipeline::{Finished, Layer, Plan};
+use crate::progress::{human_bytes, Progress};
+use crate::registry::{How, Registry, Target, Upload};
+use crate::sink::{LayerHook, Sink};
+
+/// Pushes the image to one repository and tag of a registry.
+pub struct RegistrySink {
+    registry: Arc<Registry>,
+}
+
+impl RegistrySink {
+    /// Connects to `target` (nothing is sent yet).
+    pub fn new(target: Target) -> Result<Self> {
+        Ok(RegistrySink {
+            registry: Arc::new(Registry::new(target)?),
+        })
+    }
+}
+
+impl Sink for RegistrySink {
+    fn destination(&self) -> String {
+        let t = self.registry.target();
+        format!("{}:{}", t.repository(), t.tag)
+    }
+
+    /// Without a cache, the hashing pass compresses each layer, so that the
+    /// registry can be asked for the blob before anything is uploaded; with
+    /// one, the cache knows the blob of an unchanged layer, and a new layer
+    /// is compressed only once, as it is uploaded.
+    fn wants_blobs(&self) -> bool {
+        !self.registry.has_cache()
+    }
+
+    fn hook(&mut self) -> Option<Arc<dyn LayerHook>> {
+        Some(Arc::new(PushLayers(self.registry.clone())))
+    }
+
+    fn layer(&mut self, layer: &Layer<'_>, progress: &Progress) -> Result<()> {
+        let (blob, _) = layer.hashed.blob.expect("pushed by the hook");
+        progress.line(format_args!(
+            "layer {}: the registry has sha256:{}",
+            layer.number,
+            &blob.digest.hex()[..12]
+        ));
+        Ok(())
+    }
+
+    fn finish(
+        &mut self,
+        plan: &Plan<'_>,
+        image: &Finished<'_>,
+        progress: &Progress,
+    ) -> Result<u64> {
+        let registry = &self.registry;
+        let config_digest = Sha256Digest::of(image.config);
+        if !registry.has_blob(&config_digest)? {
+            let mut upload = Upload::start(registry, format!("blob sha256:{config_digest}"))?;
+            upload
+                .write_all(image.config)
+                .map_err(crate::Error::Output)?;
+            upload.finish(&config_digest)?;
+        }
+        let manifest = oci::manifest(image.config, &image.blobs(), plan.compression());
+        registry.put_manifest(&manifest, oci::MANIFEST_MEDIA_TYPE)?;
+        progress.line(format_args!(
+            "pushed sha256:{} to {} ({} blob uploads, {} mounts) in {:.2}s",
+            Sha256Digest::of(&manifest),
+            registry.target().repository(),
+            registry.uploads(),
+            registry.mounts(),
+            progress.elapsed()
+        ));
+        Ok(0)
+    }
+}
+
+/// The hook: pushes each layer from its hashing worker.
+struct PushLayers(Arc<Registry>);
+
+impl LayerHook for PushLayers {
+    fn hashed(&self, layer: &Layer<'_>, progress: &Progress) -> Result<Option<BlobRef>> {
+        let started = Instant::now();
+        let label = format!("layer {}/{}", layer.number, layer.total);
+        let known = layer.hashed.blob.map(|(blob, _)| blob);
+        let pushed = self.0.push_layer(
+            &label,
+            &layer.hashed.digest,
+            layer.compression(),
+            known,
+            &mut |w| layer.produce_here(w),
+        );
+        for warning in self.0.take_warnings() {
+            progress.line(format_args!("warning: {warning}"));
+        }
+        let pushed = pushed?;
+        let how = match pushed.how {
+            How::Present => "the registry has",
+            How::Mounted => "mounted",
+            How::Uploaded => "uploaded",
+        };
+        progress.line(format_args!(
+            "{label}: {how} sha256:{} {} in {:.2}s",
+            &pushed.blob.digest.hex()[..12],
+            human_bytes(pushed.blob.size),
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(Some(pushed.blob))
+    }
+}
