@@ -150,7 +150,9 @@ fn arguments_with_escapes() {
     assert!(text.contains("--format"), "{text}");
 }
 
-/// A server on loopback that answers every request with `response`.
+/// A server on loopback that answers every request with `response`, but a
+/// `HEAD` (which has no body to show) with "not found", so that the push
+/// goes on to a request whose answer is read.
 fn hostile_registry(response: Vec<u8>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let host = listener.local_addr().unwrap().to_string();
@@ -158,8 +160,14 @@ fn hostile_registry(response: Vec<u8>) -> String {
         for stream in listener.incoming().take(64) {
             let Ok(mut stream) = stream else { continue };
             let mut buf = [0u8; 8192];
-            let _ = stream.read(&mut buf);
-            let _ = stream.write_all(&response);
+            let n = stream.read(&mut buf).unwrap_or(0);
+            if buf[..n].starts_with(b"HEAD ") {
+                let _ = stream.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            } else {
+                let _ = stream.write_all(&response);
+            }
         }
     });
     host

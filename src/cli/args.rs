@@ -99,8 +99,8 @@ pub struct BuildArgs {
     #[arg(long, value_name = "DIR")]
     pub oci_dir: Option<PathBuf>,
 
-    /// Layer compression for the OCI formats and --push: none (default for
-    /// files), gzip[:0-9] (level 5 by default) or zstd[:1-22] (3 by
+    /// Layer compression for the OCI formats and --push: none (the
+    /// default), gzip[:0-9] (level 5 by default) or zstd[:1-22] (3 by
     /// default); per layer, in parallel, and the same bytes whatever the
     /// thread count.
     #[arg(long, value_name = "C")]

@@ -96,10 +96,12 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     let spec = Spec::load(spec_path)?;
     let progress = Progress::new(args.quiet);
     let repo_tag = args.repo_tag.clone().or_else(|| {
-        // A push names the image after its first destination, unless -t
-        // does.
-        targets
-            .first()
+        // A spec without a repo_tag can still be pushed: the image is then
+        // named after its first registry.
+        spec.repo_tag
+            .is_none()
+            .then(|| targets.first())
+            .flatten()
             .map(|t| format!("{}/{}:{}", t.host, t.repo, t.tag))
     });
     let plan = Plan::new(
@@ -144,15 +146,9 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
                 .context("inspecting stdout")?
                 .map(Arc::new);
             let out = BufWriter::with_capacity(128 << 10, File::from(fd));
-            write_stream(
-                &plan,
-                format,
-                out,
-                direct,
-                "stdout".into(),
-                sinks,
-                &progress,
-            )?;
+            let (_, outcome) =
+                write_stream(&plan, format, out, direct, "stdout".into(), sinks, &progress);
+            outcome?;
         }
         Stream::File(path) => {
             let output = OutputFile::create(&path)?;
@@ -165,17 +161,22 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
                 .map(Arc::new);
             let out = BufWriter::with_capacity(128 << 10, output);
             let name = format!("-o {}", path.display());
-            let out = write_stream(&plan, format, out, direct, name, sinks, &progress)?;
-            out.into_inner()
-                .map_err(|e| Error::Output(e.into_error()))?
-                .commit()?;
+            let (out, outcome) = write_stream(&plan, format, out, direct, name, sinks, &progress);
+            // The file is whole when its own sink finished, even if another
+            // destination failed.
+            if let Some(out) = out {
+                out.into_inner()
+                    .map_err(|e| Error::Output(e.into_error()))?
+                    .commit()?;
+            }
+            outcome?;
         }
     }
     Ok(())
 }
 
 /// Runs the pipeline with a stream destination of `format` on `out` (plus
-/// `others`), and gives `out` back once everything is written.
+/// `others`); gives `out` back when that destination got the whole image.
 fn write_stream<W: Write + 'static>(
     plan: &Plan<'_>,
     format: FormatName,
@@ -184,22 +185,30 @@ fn write_stream<W: Write + 'static>(
     destination: String,
     others: Vec<&mut dyn Sink>,
     progress: &Progress,
-) -> anyhow::Result<W> {
+) -> (Option<W>, stream_layered_image::Result<()>) {
     let mut others = others;
+    let whole = |outcome: &stream_layered_image::Result<()>| match outcome {
+        Ok(()) => true,
+        Err(Error::Destinations { succeeded, .. }) => succeeded.contains(&destination),
+        Err(_) => false,
+    };
     match format {
         FormatName::DockerArchive => {
-            let mut archive = DockerArchive::new(out, direct, destination);
-            run_with(plan, &mut archive, &mut others, progress)?;
-            Ok(archive.into_inner())
+            let mut archive = DockerArchive::new(out, direct, destination.clone());
+            let outcome = run_with(plan, &mut archive, &mut others, progress);
+            (whole(&outcome).then(|| archive.into_inner()), outcome)
         }
         FormatName::OciArchive | FormatName::DockerOci => {
             let mut layout = OciLayout::new(
                 TarStream::new(out),
                 format == FormatName::DockerOci,
-                destination,
+                destination.clone(),
             );
-            run_with(plan, &mut layout, &mut others, progress)?;
-            Ok(layout.into_members().into_inner())
+            let outcome = run_with(plan, &mut layout, &mut others, progress);
+            (
+                whole(&outcome).then(|| layout.into_members().into_inner()),
+                outcome,
+            )
         }
         FormatName::OciDir => unreachable!("a directory is not a stream"),
     }

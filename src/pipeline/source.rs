@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crate::compress::{Compression, Encoder};
-use crate::digest::{CountingWriter, HashingWriter};
+use crate::digest::{CountingWriter, HashingWriter, Sha256Digest};
 use crate::error::{Error, Result};
 use crate::image::base::{BaseImage, BaseLayer};
 use crate::image::custom::CustomLayer;
@@ -128,25 +128,11 @@ impl Source<'_> {
                     blob: blob.finish()?,
                 })
             }
-            Source::Base(base, layer) => {
+            Source::Base(..) | Source::Custom(_) => {
                 let mut sink = HashingWriter::new(CountingWriter::new(blob_sink, true));
-                io::copy(&mut base.layer_reader(layer)?, &mut sink).map_err(|e| {
-                    Error::BaseImage {
-                        path: base.path().to_owned(),
-                        problem: format!("reading layer {}: {e}", lossy(&layer.header.name)),
-                    }
-                })?;
+                self.copy_whole(&mut sink)?;
                 let (digest, size, counted) = sink.finish();
-                if digest != layer.diff_id {
-                    return Err(Error::BaseImage {
-                        path: base.path().to_owned(),
-                        problem: format!(
-                            "layer {} has digest sha256:{digest}, but its diff_id is sha256:{}",
-                            lossy(&layer.header.name),
-                            layer.diff_id
-                        ),
-                    });
-                }
+                self.check_claimed_digest(&digest)?;
                 let (_, sum, blob) = counted.into_parts();
                 Ok(Hashed {
                     digest,
@@ -155,27 +141,29 @@ impl Source<'_> {
                     blob: blob.finish()?,
                 })
             }
-            Source::Custom(custom) => {
-                let mut sink = HashingWriter::new(CountingWriter::new(blob_sink, true));
-                copy_file(&custom.tar_path, &custom.meta, &mut sink)?;
-                let (digest, size, counted) = sink.finish();
-                if digest != custom.checksum {
-                    return Err(Error::Customisation {
-                        dir: PathBuf::from(&custom.dir),
-                        problem: format!(
-                            "layer.tar has digest {digest}, but \"checksum\" says {}",
-                            custom.checksum
-                        ),
-                    });
-                }
-                let (_, sum, blob) = counted.into_parts();
-                Ok(Hashed {
-                    digest,
-                    size,
-                    sums: vec![sum],
-                    blob: blob.finish()?,
-                })
-            }
+        }
+    }
+
+    /// A base layer's bytes must have the diff_id its image states, the
+    /// customisation layer's the sha256 its `checksum` file states.
+    fn check_claimed_digest(&self, digest: &Sha256Digest) -> Result<()> {
+        match self {
+            Source::Base(base, layer) if *digest != layer.diff_id => Err(Error::BaseImage {
+                path: base.path().to_owned(),
+                problem: format!(
+                    "layer {} has digest sha256:{digest}, but its diff_id is sha256:{}",
+                    lossy(&layer.header.name),
+                    layer.diff_id
+                ),
+            }),
+            Source::Custom(custom) if *digest != custom.checksum => Err(Error::Customisation {
+                dir: PathBuf::from(&custom.dir),
+                problem: format!(
+                    "layer.tar has digest {digest}, but \"checksum\" says {}",
+                    custom.checksum
+                ),
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -334,7 +322,9 @@ impl Source<'_> {
     /// or `<sha256>/layer.tar`.
     pub fn member_name(&self, hashed: &Hashed) -> String {
         match self {
-            Source::Base(_, layer) => lossy(&layer.header.name),
+            // As the reference names it in manifest.json: the member name
+            // decoded, never escaped.
+            Source::Base(_, layer) => String::from_utf8_lossy(&layer.header.name).into_owned(),
             Source::Store { .. } => format!("{}/layer.tar", hashed.digest),
             Source::Custom(custom) => format!("{}/layer.tar", custom.checksum),
         }
@@ -473,7 +463,8 @@ fn copy_file(path: &Path, meta: &std::fs::Metadata, sink: &mut dyn Write) -> Res
         })
 }
 
-/// Bytes shown as text, invalid UTF-8 replaced.
+/// A member name shown as text: control characters and bytes that are not
+/// UTF-8 escaped.
 pub(crate) fn lossy(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    crate::escape::bytes(bytes)
 }
