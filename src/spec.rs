@@ -40,6 +40,11 @@ pub struct Spec {
     pub customisation_layer: Option<String>,
     /// `repo_tag`, as given (absent is `None`).
     pub repo_tag: Option<PyValue>,
+    /// `variant` (not a key of nixpkgs' specs): the CPU variant of a
+    /// multi-platform image's entry, e.g. `v8` for `arm64`.
+    pub variant: Option<String>,
+    /// The file the spec was read from, for messages.
+    pub path: PathBuf,
 }
 
 impl Spec {
@@ -215,6 +220,16 @@ impl Spec {
             store_layer_paths,
             customisation_layer: optional_path("customisation_layer")?,
             repo_tag: map.get("repo_tag").cloned(),
+            variant: match map.get("variant") {
+                None | Some(PyValue::Null) => None,
+                Some(v) => Some(
+                    v.as_str()
+                        .filter(|s| !s.is_empty())
+                        .ok_or_else(|| key_err("variant", "expected a non-empty string".into()))?
+                        .to_owned(),
+                ),
+            },
+            path: path.to_owned(),
         })
     }
 }

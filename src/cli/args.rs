@@ -63,8 +63,11 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct BuildArgs {
     /// The spec: nixpkgs' conf.json, or any JSON object with the keys below.
+    /// Several specs (one per platform) make one multi-platform image: an
+    /// OCI image index naming each spec's image with its architecture (and
+    /// `variant`), for --push, --format oci-archive and oci-dir.
     #[arg(value_name = "SPEC.json")]
-    pub spec: Option<PathBuf>,
+    pub specs: Vec<PathBuf>,
 
     /// Replace the spec's repo_tag (an empty value keeps the spec's, as in
     /// the reference).

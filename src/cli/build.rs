@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
@@ -65,7 +65,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     {
         bail!("--creds, --insecure, --cert-dir and --cache apply to --push only");
     }
-    let Some(spec_path) = &args.spec else {
+    let Some(spec_path) = args.specs.first() else {
         bail!("no spec file given; see --help");
     };
     let compression = match &args.compress {
@@ -93,6 +93,9 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         })
         .collect::<stream_layered_image::Result<Vec<_>>>()?;
 
+    if args.specs.len() > 1 {
+        return run_multi_platform(&args, format, stream, compression, targets);
+    }
     let spec = Spec::load(spec_path)?;
     let progress = Progress::new(args.quiet);
     let repo_tag = args.repo_tag.clone().or_else(|| {
@@ -146,8 +149,15 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
                 .context("inspecting stdout")?
                 .map(Arc::new);
             let out = BufWriter::with_capacity(128 << 10, File::from(fd));
-            let (_, outcome) =
-                write_stream(&plan, format, out, direct, "stdout".into(), sinks, &progress);
+            let (_, outcome) = write_stream(
+                &plan,
+                format,
+                out,
+                direct,
+                "stdout".into(),
+                sinks,
+                &progress,
+            );
             outcome?;
         }
         Stream::File(path) => {
@@ -224,4 +234,241 @@ fn run_with(
     let mut all: Vec<&mut dyn Sink> = vec![first];
     all.extend(others.iter_mut().map(|s| &mut **s as &mut dyn Sink));
     pipeline::run(plan, &mut all, progress).map(drop)
+}
+
+/// Several specs: one image per spec, and an image index naming each with
+/// its platform, in one OCI layout and under each registry's tag. Layers the
+/// images share are stored (and uploaded) once.
+fn run_multi_platform(
+    args: &BuildArgs,
+    format: FormatName,
+    stream: Stream,
+    compression: Compression,
+    targets: Vec<Target>,
+) -> anyhow::Result<()> {
+    let holds_index = match stream {
+        Stream::None | Stream::Dir(_) => true,
+        Stream::Stdout | Stream::File(_) => format == FormatName::OciArchive,
+    };
+    if !holds_index {
+        let name = match format {
+            FormatName::DockerOci => "docker+oci archive",
+            _ => "docker-archive",
+        };
+        bail!(
+            "several specs make a multi-platform image, which a {name} cannot hold; \
+             use --format oci-archive, --format oci-dir DIR or --push"
+        );
+    }
+    let specs = args
+        .specs
+        .iter()
+        .map(|p| Spec::load(p))
+        .collect::<stream_layered_image::Result<Vec<_>>>()?;
+    let first_target = targets
+        .first()
+        .map(|t| format!("{}/{}:{}", t.host, t.repo, t.tag));
+    let mut plans = Vec::new();
+    let mut platforms: Vec<(stream_layered_image::image::oci::Platform, &Path)> = Vec::new();
+    for spec in &specs {
+        let repo_tag = args.repo_tag.clone().or_else(|| {
+            spec.repo_tag
+                .is_none()
+                .then(|| first_target.clone())
+                .flatten()
+        });
+        let plan = Plan::new(
+            spec,
+            Options {
+                repo_tag,
+                compression,
+            },
+        )?;
+        let platform = plan.platform()?;
+        if let Some((_, other)) = platforms.iter().find(|(p, _)| *p == platform) {
+            bail!(
+                "{:?}: platform {platform} is also that of {:?}; each spec of a multi-platform image needs a platform of its own",
+                spec.path,
+                other
+            );
+        }
+        platforms.push((platform, &spec.path));
+        plans.push(plan);
+    }
+    let tag = plans[0].repo_tag_text()?;
+    let mtime = plans[0].mtime();
+    let progress = Progress::new(args.quiet);
+    let mut registries = targets
+        .into_iter()
+        .map(RegistrySink::multi_platform)
+        .collect::<stream_layered_image::Result<Vec<_>>>()?;
+    let mut outcome = Outcome::default();
+    match stream {
+        Stream::None => {
+            for plan in &plans {
+                outcome.run(plan, None, &mut registries, &progress)?;
+            }
+            outcome.finish_registries(&mut registries, &progress)?;
+        }
+        Stream::Dir(dir) => {
+            let mut layout =
+                OciLayout::multi_platform(DirMembers::create(&dir)?, format!("{}", dir.display()));
+            for plan in &plans {
+                outcome.run(plan, Some(&mut layout), &mut registries, &progress)?;
+            }
+            outcome.finish_layout(&mut layout, &tag, mtime)?;
+            outcome.finish_registries(&mut registries, &progress)?;
+        }
+        Stream::Stdout => {
+            let out = BufWriter::with_capacity(128 << 10, std::io::stdout().lock());
+            let mut layout = OciLayout::multi_platform(TarStream::new(out), "stdout".into());
+            for plan in &plans {
+                outcome.run(plan, Some(&mut layout), &mut registries, &progress)?;
+            }
+            outcome.finish_layout(&mut layout, &tag, mtime)?;
+            outcome.finish_registries(&mut registries, &progress)?;
+        }
+        Stream::File(path) => {
+            let output = OutputFile::create(&path)?;
+            let out = BufWriter::with_capacity(128 << 10, output);
+            let mut layout =
+                OciLayout::multi_platform(TarStream::new(out), format!("-o {}", path.display()));
+            for plan in &plans {
+                outcome.run(plan, Some(&mut layout), &mut registries, &progress)?;
+            }
+            if outcome.finish_layout(&mut layout, &tag, mtime)? {
+                layout
+                    .into_members()
+                    .into_inner()
+                    .into_inner()
+                    .map_err(|e| Error::Output(e.into_error()))?
+                    .commit()?;
+            }
+            outcome.finish_registries(&mut registries, &progress)?;
+        }
+    }
+    let bytes = outcome.bytes;
+    if bytes > 0 {
+        progress.line(format_args!(
+            "done: {} images, {} in {:.2}s",
+            plans.len(),
+            stream_layered_image::progress::human_bytes(bytes),
+            progress.elapsed()
+        ));
+    }
+    outcome.into_result()
+}
+
+/// The destinations of a multi-platform run: which failed, and the bytes
+/// written. One failing destination drops out of the later images; with
+/// several, the others go on.
+#[derive(Default)]
+struct Outcome {
+    total: usize,
+    failed: Vec<(String, Error)>,
+    succeeded: Vec<String>,
+    bytes: u64,
+}
+
+impl Outcome {
+    fn alive(&self, name: &str) -> bool {
+        !self.failed.iter().any(|(n, _)| n == name)
+    }
+
+    /// Records `e` as `name`'s failure; a lone destination's failure ends
+    /// the run with its own error.
+    fn fail(&mut self, name: String, e: Error) -> stream_layered_image::Result<()> {
+        if self.total <= 1 {
+            return Err(e);
+        }
+        if self.alive(&name) {
+            self.failed.push((name, e));
+        }
+        Ok(())
+    }
+
+    /// One platform's image, into the destinations still alive.
+    fn run(
+        &mut self,
+        plan: &Plan<'_>,
+        layout: Option<&mut dyn Sink>,
+        registries: &mut [RegistrySink],
+        progress: &Progress,
+    ) -> stream_layered_image::Result<()> {
+        self.total = registries.len() + usize::from(layout.is_some());
+        let mut sinks: Vec<&mut dyn Sink> = Vec::new();
+        if let Some(layout) = layout {
+            if self.alive(&layout.destination()) {
+                sinks.push(layout);
+            }
+        }
+        for registry in registries.iter_mut() {
+            if self.alive(&registry.destination()) {
+                sinks.push(registry);
+            }
+        }
+        let names: Vec<String> = sinks.iter().map(|s| s.destination()).collect();
+        match pipeline::run(plan, &mut sinks, progress) {
+            Ok(_) => Ok(()),
+            Err(Error::Destinations { failed, .. }) => {
+                for (name, e) in failed {
+                    self.fail(name, e)?;
+                }
+                Ok(())
+            }
+            Err(e) if names.len() == 1 => self.fail(names[0].clone(), e),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Ends the layout, if it is still alive; whether it is whole.
+    fn finish_layout<M: stream_layered_image::sink::members::Members>(
+        &mut self,
+        layout: &mut OciLayout<M>,
+        tag: &str,
+        mtime: i64,
+    ) -> stream_layered_image::Result<bool> {
+        let name = layout.destination();
+        if !self.alive(&name) {
+            return Ok(false);
+        }
+        match layout.finish_index(tag, mtime) {
+            Ok(n) => {
+                self.bytes += n;
+                self.succeeded.push(name);
+                Ok(true)
+            }
+            Err(e) => self.fail(name, e).map(|()| false),
+        }
+    }
+
+    fn finish_registries(
+        &mut self,
+        registries: &mut [RegistrySink],
+        progress: &Progress,
+    ) -> stream_layered_image::Result<()> {
+        for registry in registries.iter_mut() {
+            let name = registry.destination();
+            if !self.alive(&name) {
+                continue;
+            }
+            match registry.finish_index(progress) {
+                Ok(()) => self.succeeded.push(name),
+                Err(e) => self.fail(name, e)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn into_result(self) -> anyhow::Result<()> {
+        if self.failed.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Destinations {
+            total: self.total,
+            failed: self.failed,
+            succeeded: self.succeeded,
+        }
+        .into())
+    }
 }

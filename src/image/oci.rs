@@ -94,6 +94,87 @@ pub fn index(manifest: &[u8], repo_tag: &str) -> Vec<u8> {
     serde_json::to_vec(&doc).expect("plain JSON")
 }
 
+/// A platform of a multi-platform image (OCI image index `platform`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    /// `linux`.
+    pub os: String,
+    /// The spec's `architecture`, e.g. `amd64`, `arm64`.
+    pub architecture: String,
+    /// The spec's `variant`, e.g. `v8`.
+    pub variant: Option<String>,
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// An image manifest of a multi-platform image, as its index names it.
+#[derive(Debug, Clone)]
+pub struct PlatformManifest {
+    /// sha256 of the manifest's bytes.
+    pub digest: Sha256Digest,
+    /// Their size.
+    pub size: u64,
+    /// The platform its image runs on.
+    pub platform: Platform,
+}
+
+/// The OCI image index of a multi-platform image: one entry per platform,
+/// in the order given.
+pub fn image_index(manifests: &[PlatformManifest]) -> Vec<u8> {
+    let entries: Vec<Value> = manifests
+        .iter()
+        .map(|m| {
+            let mut platform = json!({
+                "architecture": m.platform.architecture,
+                "os": m.platform.os,
+            });
+            if let Some(v) = &m.platform.variant {
+                platform["variant"] = json!(v);
+            }
+            json!({
+                "mediaType": MANIFEST_MEDIA_TYPE,
+                "digest": format!("sha256:{}", m.digest),
+                "size": m.size,
+                "platform": platform,
+            })
+        })
+        .collect();
+    let doc = json!({
+        "schemaVersion": 2,
+        "mediaType": INDEX_MEDIA_TYPE,
+        "manifests": entries,
+    });
+    serde_json::to_vec(&doc).expect("plain JSON")
+}
+
+/// A layout's `index.json` naming a multi-platform image's index (a blob
+/// of the layout) with the tag, as [`index`] names a single image.
+pub fn layout_index_of_index(image_index: &[u8], repo_tag: &str) -> Vec<u8> {
+    let (_, tag) = split_tag(repo_tag);
+    let doc = json!({
+        "schemaVersion": 2,
+        "mediaType": INDEX_MEDIA_TYPE,
+        "manifests": [{
+            "mediaType": INDEX_MEDIA_TYPE,
+            "digest": format!("sha256:{}", Sha256Digest::of(image_index)),
+            "size": image_index.len(),
+            "annotations": {
+                "io.containerd.image.name": repo_tag,
+                "org.opencontainers.image.ref.name": tag,
+            },
+        }],
+    });
+    serde_json::to_vec(&doc).expect("plain JSON")
+}
+
 /// Docker's `manifest.json` pointing into the layout's blobs.
 pub fn docker_manifest(config: &[u8], layers: &[BlobRef], repo_tag: &str) -> Vec<u8> {
     let layers: Vec<String> = layers.iter().map(|l| blob_path(&l.digest)).collect();
@@ -117,5 +198,37 @@ mod tests {
             ("localhost:5000/foo", "latest")
         );
         assert_eq!(split_tag("h:5/a/b:t"), ("h:5/a/b", "t"));
+    }
+
+    #[test]
+    fn image_index_names_each_platform() {
+        let m = |arch: &str, variant: Option<&str>, byte: u8| PlatformManifest {
+            digest: Sha256Digest([byte; 32]),
+            size: 100 + u64::from(byte),
+            platform: Platform {
+                os: "linux".into(),
+                architecture: arch.into(),
+                variant: variant.map(str::to_owned),
+            },
+        };
+        let doc: Value = serde_json::from_slice(&image_index(&[
+            m("amd64", None, 1),
+            m("arm64", Some("v8"), 2),
+        ]))
+        .unwrap();
+        assert_eq!(doc["mediaType"], INDEX_MEDIA_TYPE);
+        assert_eq!(
+            doc["manifests"][0]["platform"],
+            json!({"architecture": "amd64", "os": "linux"})
+        );
+        assert_eq!(
+            doc["manifests"][1]["platform"],
+            json!({"architecture": "arm64", "os": "linux", "variant": "v8"})
+        );
+        assert_eq!(doc["manifests"][1]["size"], 102);
+        assert_eq!(
+            doc["manifests"][1]["digest"],
+            format!("sha256:{}", "02".repeat(32))
+        );
     }
 }

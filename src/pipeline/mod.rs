@@ -187,6 +187,29 @@ impl<'s> Plan<'s> {
         &self.repo_tag
     }
 
+    /// The platform of the image, as a multi-platform image's index names
+    /// it: `linux`, the spec's `architecture` (which must then be a
+    /// string) and its `variant`.
+    pub fn platform(&self) -> Result<crate::image::oci::Platform> {
+        let architecture = self
+            .spec
+            .architecture
+            .as_pystr()
+            .and_then(|a| a.as_str())
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| Error::SpecKey {
+                path: self.spec.path.clone(),
+                key: "architecture".into(),
+                problem: "a multi-platform image needs each spec's architecture, as a string"
+                    .into(),
+            })?;
+        Ok(crate::image::oci::Platform {
+            os: "linux".into(),
+            architecture: architecture.to_owned(),
+            variant: self.spec.variant.clone(),
+        })
+    }
+
     /// The repo tag as text, for the formats that need a string.
     pub fn repo_tag_text(&self) -> Result<String> {
         self.repo_tag

@@ -672,9 +672,20 @@ impl Registry {
 
     /// Puts the manifest under the tag.
     pub fn put_manifest(&self, manifest: &[u8], media_type: &str) -> Result<()> {
+        self.put_manifest_at(&self.target.tag, manifest, media_type)
+    }
+
+    /// Puts a manifest under `reference`: a tag, or `sha256:...` for a
+    /// manifest that an index names.
+    pub fn put_manifest_at(
+        &self,
+        reference: &str,
+        manifest: &[u8],
+        media_type: &str,
+    ) -> Result<()> {
         let url = format!(
-            "{}/v2/{}/manifests/{}",
-            self.base, self.target.repo, self.target.tag
+            "{}/v2/{}/manifests/{reference}",
+            self.base, self.target.repo
         );
         self.send("PUT", &url, &[("Content-Type", media_type)], manifest)
             .map_err(|f| self.error(f.text()))?;

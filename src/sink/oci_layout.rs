@@ -8,9 +8,11 @@
 //! digests come from the hashing pass, which compresses each layer once in
 //! parallel, and the bytes written here must be the same bytes.
 
+use std::collections::HashSet;
+
 use crate::digest::Sha256Digest;
 use crate::error::Result;
-use crate::image::oci;
+use crate::image::oci::{self, PlatformManifest};
 use crate::pipeline::{Finished, Layer, Plan};
 use crate::progress::Progress;
 use crate::sink::members::{plain_member, Members};
@@ -22,6 +24,18 @@ pub struct OciLayout<M> {
     members: M,
     docker_manifest: bool,
     destination: String,
+    /// For a multi-platform image: its images so far.
+    multi: Option<Images>,
+}
+
+/// The images of a multi-platform layout: one pipeline run each, then the
+/// index ([`OciLayout::finish_index`]).
+#[derive(Default)]
+struct Images {
+    manifests: Vec<PlatformManifest>,
+    /// Blobs already in the layout: a layer the images share is stored once.
+    written: HashSet<Sha256Digest>,
+    begun: bool,
 }
 
 impl<M: Members> OciLayout<M> {
@@ -32,7 +46,50 @@ impl<M: Members> OciLayout<M> {
             members,
             docker_manifest,
             destination,
+            multi: None,
         }
+    }
+
+    /// A layout for a multi-platform image: each pipeline run adds one
+    /// platform's image; [`OciLayout::finish_index`] then writes the image
+    /// index and `index.json`.
+    pub fn multi_platform(members: M, destination: String) -> Self {
+        OciLayout {
+            multi: Some(Images::default()),
+            ..OciLayout::new(members, false, destination)
+        }
+    }
+
+    /// Writes a member holding `data` as the blob it is, unless the layout
+    /// has it already.
+    fn blob(&mut self, data: &[u8], mtime: i64) -> Result<Sha256Digest> {
+        let digest = Sha256Digest::of(data);
+        let new = self
+            .multi
+            .as_mut()
+            .is_none_or(|images| images.written.insert(digest));
+        if new {
+            self.members
+                .small_file(&oci::blob_path(&digest), data, mtime)?;
+        }
+        Ok(digest)
+    }
+
+    /// Ends a multi-platform layout: the image index, naming each image
+    /// with its platform, then `index.json` naming the index with the tag.
+    /// Returns the bytes written.
+    pub fn finish_index(&mut self, repo_tag: &str, mtime: i64) -> Result<u64> {
+        let images = self.multi.take().expect("a multi-platform layout");
+        let index = oci::image_index(&images.manifests);
+        self.multi = Some(images);
+        self.blob(&index, mtime)?;
+        self.members.small_file(
+            "index.json",
+            &oci::layout_index_of_index(&index, repo_tag),
+            mtime,
+        )?;
+        self.members.finish()?;
+        Ok(self.members.offset())
     }
 
     /// Where the members went, once the layout is finished.
@@ -51,6 +108,11 @@ impl<M: Members> Sink for OciLayout<M> {
     }
 
     fn begin(&mut self, plan: &Plan<'_>) -> Result<()> {
+        if let Some(images) = &mut self.multi {
+            if std::mem::replace(&mut images.begun, true) {
+                return Ok(());
+            }
+        }
         let mtime = plan.mtime();
         self.members
             .small_file("oci-layout", oci::OCI_LAYOUT, mtime)?;
@@ -66,6 +128,11 @@ impl<M: Members> Sink for OciLayout<M> {
 
     fn layer(&mut self, layer: &Layer<'_>, _progress: &Progress) -> Result<()> {
         let (blob, _) = layer.hashed.blob.expect("asked for blobs");
+        if let Some(images) = &mut self.multi {
+            if !images.written.insert(blob.digest) {
+                return Ok(());
+            }
+        }
         let member = oci::blob_path(&blob.digest);
         self.members.header(&Header {
             size: blob.size,
@@ -81,17 +148,20 @@ impl<M: Members> Sink for OciLayout<M> {
         image: &Finished<'_>,
         _progress: &Progress,
     ) -> Result<u64> {
-        let tag = plan.repo_tag_text()?;
         let mtime = plan.mtime();
         let blobs = image.blobs();
-        let config_path = oci::blob_path(&Sha256Digest::of(image.config));
-        self.members.small_file(&config_path, image.config, mtime)?;
+        self.blob(image.config, mtime)?;
         let manifest = oci::manifest(image.config, &blobs, plan.compression());
-        self.members.small_file(
-            &oci::blob_path(&Sha256Digest::of(&manifest)),
-            &manifest,
-            mtime,
-        )?;
+        let manifest_digest = self.blob(&manifest, mtime)?;
+        if let Some(images) = &mut self.multi {
+            images.manifests.push(PlatformManifest {
+                digest: manifest_digest,
+                size: manifest.len() as u64,
+                platform: plan.platform()?,
+            });
+            return Ok(0);
+        }
+        let tag = plan.repo_tag_text()?;
         if self.docker_manifest {
             let docker = oci::docker_manifest(image.config, &blobs, &tag);
             self.members.small_file("manifest.json", &docker, mtime)?;

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use crate::digest::Sha256Digest;
 use crate::error::Result;
-use crate::image::oci::{self, BlobRef};
+use crate::image::oci::{self, BlobRef, PlatformManifest};
 use crate::pipeline::{Finished, Layer, Plan};
 use crate::progress::{human_bytes, Progress};
 use crate::registry::{How, Registry, Target, Upload};
@@ -22,6 +22,9 @@ use crate::sink::{LayerHook, Sink};
 /// Pushes the image to one repository and tag of a registry.
 pub struct RegistrySink {
     registry: Arc<Registry>,
+    /// For a multi-platform image: the manifests pushed so far, by digest;
+    /// the index goes under the tag at the end.
+    multi: Option<Vec<PlatformManifest>>,
 }
 
 impl RegistrySink {
@@ -29,7 +32,33 @@ impl RegistrySink {
     pub fn new(target: Target) -> Result<Self> {
         Ok(RegistrySink {
             registry: Arc::new(Registry::new(target)?),
+            multi: None,
         })
+    }
+
+    /// Like [`RegistrySink::new`], for a multi-platform image: each
+    /// pipeline run pushes one platform's image, its manifest by digest;
+    /// [`RegistrySink::finish_index`] then puts the index under the tag.
+    pub fn multi_platform(target: Target) -> Result<Self> {
+        Ok(RegistrySink {
+            multi: Some(Vec::new()),
+            ..RegistrySink::new(target)?
+        })
+    }
+
+    /// Puts the image index of the images pushed so far under the tag.
+    pub fn finish_index(&mut self, progress: &Progress) -> Result<()> {
+        let manifests = self.multi.as_deref().expect("a multi-platform push");
+        let index = oci::image_index(manifests);
+        self.registry.put_manifest(&index, oci::INDEX_MEDIA_TYPE)?;
+        let platforms: Vec<String> = manifests.iter().map(|m| m.platform.to_string()).collect();
+        progress.line(format_args!(
+            "pushed index sha256:{} ({}) to {}",
+            Sha256Digest::of(&index),
+            platforms.join(", "),
+            self.destination()
+        ));
+        Ok(())
     }
 }
 
@@ -77,7 +106,22 @@ impl Sink for RegistrySink {
             upload.finish(&config_digest)?;
         }
         let manifest = oci::manifest(image.config, &image.blobs(), plan.compression());
-        registry.put_manifest(&manifest, oci::MANIFEST_MEDIA_TYPE)?;
+        let digest = Sha256Digest::of(&manifest);
+        match &mut self.multi {
+            Some(manifests) => {
+                registry.put_manifest_at(
+                    &format!("sha256:{digest}"),
+                    &manifest,
+                    oci::MANIFEST_MEDIA_TYPE,
+                )?;
+                manifests.push(PlatformManifest {
+                    digest,
+                    size: manifest.len() as u64,
+                    platform: plan.platform()?,
+                });
+            }
+            None => registry.put_manifest(&manifest, oci::MANIFEST_MEDIA_TYPE)?,
+        }
         progress.line(format_args!(
             "pushed sha256:{} to {} ({} blob uploads, {} mounts) in {:.2}s",
             Sha256Digest::of(&manifest),
