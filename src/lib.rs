@@ -11,6 +11,7 @@
 
 pub mod base_image;
 pub mod compress;
+pub mod custom_layer;
 pub mod digest;
 pub mod error;
 pub mod filedata;
