@@ -7,8 +7,8 @@
 ;;; ARGS is an association list, written as an S-expression, with the keys
 ;;; checkout, work (a directory for the inputs made here), busybox (a static
 ;;; busybox), tool (this project's executable), guile (a guile executable),
-;;; gzip, zstd, builds (what to build, see below) and result (a file for the
-;;; results, JSON).
+;;; gzip, zstd, builds (what to build, see below), result (a file for the
+;;; results, JSON) and, optionally, hints (a hints file).
 ;;;
 ;;; It evaluates guix.scm and reports the package; runs the package's own
 ;;; build phase that concerns zstd-sys on the real cargo-build-system; then
@@ -226,6 +226,12 @@
 ;;;
 
 (define (image-derivation name compressor max-layers keywords)
+  ;; The symbol hints-file among KEYWORDS stands for the file the hints
+  ;; argument names, as a local-file.
+  (define keywords*
+    (map (lambda (x)
+           (if (eq? x 'hints-file) (local-file (arg 'hints) "hints.json") x))
+         keywords))
   (let ((image (apply layered-docker-image name the-profile
                       #:tool tool
                       #:guile guile-drv
@@ -236,7 +242,7 @@
                       #:entry-point "bin/app"
                       #:symlinks '(("/bin" -> "bin")
                                    ("/café" -> "share/app"))
-                      keywords)))
+                      keywords*)))
     (parameterize ((%guile-for-build guile-drv))
       (run-with-store store (lower-object image)))))
 
