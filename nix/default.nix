@@ -17,7 +17,8 @@ in
 {
   inherit stream-layered-image;
   inherit (dockerTools) streamLayeredImage buildLayeredImage;
-  # The nixpkgs-independent builder (see core.nix) and the overlay.
+  # The nixpkgs-independent builder (see core.nix) and the overlays.
   core = import ./core.nix;
   overlay = import ./overlay.nix;
+  overlays = import ./overlays.nix;
 }

@@ -421,6 +421,85 @@ fn every_nix_file_parses() {
     eprintln!("{test}: {} files parse", files.len());
 }
 
+/// Evaluates `tests/nix/overlay-unit.nix`: the overlay applied to a
+/// package set made from the recorded dockerTools interface of one shape of
+/// nixpkgs. Returns the result and what Nix printed on stderr (warnings).
+fn overlay_unit(shape: &str, overlay: &str) -> (Value, String) {
+    let out = run(Command::new("nix-instantiate")
+        .args(["--eval", "--strict", "--json"])
+        .arg(repo().join("tests/nix/overlay-unit.nix"))
+        .args(["--argstr", "shape", shape, "--argstr", "overlay", overlay]));
+    (
+        serde_json::from_slice(&out.stdout).expect("nix-instantiate --json"),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Unit test of the overlays (`nix/overlays.nix`), on recorded descriptions
+/// of nixpkgs' dockerTools interface (`tests/nix/nixpkgs-dockertools.nix`):
+/// the default overlay replaces exactly the streaming script
+/// (`writePython3 "stream"`), passing every other writer and function
+/// through; `with-layering` also replaces dockerAutoLayer where nixpkgs has
+/// it; a dockerTools without the hook is left as it is, with a warning.
+#[test]
+fn overlay_swaps_only_the_engine() {
+    let test = "overlay_swaps_only_the_engine";
+    if which("nix-instantiate").is_none() {
+        unavailable::<()>(test, "no nix-instantiate on PATH (Debian: nix-bin)");
+        return;
+    }
+    let ours = "ln -s /sli/bin/stream-layered-image $out\n";
+    for shape in [
+        "writeReferencesToFile-era",
+        "writeClosure-era",
+        "auto-layer-era",
+    ] {
+        let (r, stderr) = overlay_unit(shape, "default");
+        assert_eq!(r["stream_script_kind"], "runCommand", "{shape}: {r}");
+        assert_eq!(r["stream_script_name"], "stream", "{shape}");
+        assert_eq!(r["stream_script"], ours, "{shape}");
+        assert_eq!(r["other_writer_is_nixpkgs"], true, "{shape}");
+        assert_eq!(r["passed_through"], true, "{shape}");
+        assert_eq!(r["has_package"], true, "{shape}");
+        let layering = if shape == "auto-layer-era" {
+            "nixpkgs-auto-layer"
+        } else {
+            "popularity"
+        };
+        assert_eq!(
+            r["layers"], layering,
+            "{shape}: the default overlay keeps nixpkgs' layering"
+        );
+        assert!(!stderr.contains("warning"), "{shape}: {stderr}");
+    }
+
+    let (r, stderr) = overlay_unit("auto-layer-era", "with-layering");
+    assert_eq!(r["stream_script"], ours);
+    assert_eq!(r["layers"], "runCommand");
+    let script = r["layers_script"].as_str().unwrap();
+    assert!(
+        script.contains("stream-layered-image layers --graph \"$NIX_ATTRS_JSON_FILE\"")
+            && script.contains("--strategy auto")
+            && script.contains("--exclude \"$excludePathsFile\""),
+        "{script}"
+    );
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let (r, stderr) = overlay_unit("writeClosure-era", "with-layering");
+    assert_eq!(r["layers"], "popularity");
+    assert!(stderr.contains("has no dockerAutoLayer"), "{stderr}");
+
+    // No writePython3 argument: nothing is replaced, and it says so.
+    for overlay in ["default", "with-layering"] {
+        let (r, stderr) = overlay_unit("writers-argument", overlay);
+        assert_eq!(r["stream_script_kind"], "nixpkgs-writePython3");
+        assert_eq!(r["same_as_nixpkgs"], true);
+        assert!(
+            stderr.contains("takes no writePython3 argument"),
+            "{overlay}: {stderr}"
+        );
+    }
+}
+
 /// The streaming script's image loads into docker (or podman), and the
 /// container runs the closure's program; extraCommands and
 /// fakeRootCommands shaped the customisation layer.
