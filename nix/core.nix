@@ -214,6 +214,9 @@ let
       # With no layeringPipeline: "default", "popularity", "auto" (nixpkgs'
       # own default split) or "size" (Guix's rule). See the README.
       layeringStrategy ? "default",
+      # A hints file (`stream-layered-image hints` makes one from earlier
+      # graphs) for `layers --hints`; null: no hints, nothing passed.
+      layeringHints ? null,
       # Print the layering (`layers --explain`) into the build log.
       debug ? false,
       passthru ? { },
@@ -249,7 +252,20 @@ let
         ];
       };
 
-      layering =
+      hintsArgs =
+        if layeringHints == null then
+          [ ]
+        else
+          [
+            "--hints"
+            "${layeringHints}"
+          ];
+
+      layering = layeringChoice // {
+        layersArgs = layeringChoice.layersArgs ++ hintsArgs;
+      };
+
+      layeringChoice =
         if layeringPipeline == null then
           {
             layersArgs = [

@@ -37,7 +37,10 @@ let
     fname: ours: args:
     if args.includeNixDB or false then
       if fallback != null then
-        fallback.${fname} (removeAttrs args [ "layeringStrategy" ])
+        fallback.${fname} (removeAttrs args [
+          "layeringStrategy"
+          "layeringHints"
+        ])
       else
         throw "${fname} ${args.name or ""}: includeNixDB is not supported by stream-layered-image's builder"
     else

@@ -783,3 +783,43 @@ fn gnu_tools_and_fakeroot_build_the_same_store_layers() {
         "the zstd image is not what the script streams"
     );
 }
+
+/// `layeringHints` reaches `stream-layered-image layers --hints`: the tool's
+/// `hints` command learns a hints file from the app's references graph, and
+/// the image is built with it (default strategy) and runs. Needs `hints`
+/// and `layers --hints` (issue #15): run it with `--ignored` once they are
+/// merged.
+#[test]
+#[ignore = "needs `stream-layered-image hints` and `layers --hints` (issue #15)"]
+fn layering_hints_reach_layers() {
+    let test = "layering_hints_reach_layers";
+    let Some(nix) = Nix::get(test) else { return };
+    let graph = nix.build("appGraph", &[]);
+    let dir = temp_dir(test);
+    let hints = dir.join("hints.json");
+    run(Command::new(BIN)
+        .args(["hints", "--graph"])
+        .arg(&graph)
+        .arg("-o")
+        .arg(&hints));
+    let hints = hints.to_str().unwrap();
+    let with = nix.build("image", &[("layeringHints", hints)]);
+    let without = nix.build("image", &[]);
+    let conf = |image: &Path| {
+        // The image's derivation depends on the hints file only through
+        // conf.json's layering.
+        let drv = run(Command::new("nix-store")
+            .arg("--query")
+            .arg("--deriver")
+            .arg(image));
+        stdout_text(&drv)
+    };
+    assert_ne!(
+        conf(&with),
+        conf(&without),
+        "the hints file changed nothing"
+    );
+    let image = Image::read(&fs::read(&with).unwrap());
+    assert!(!image.diff_ids().is_empty());
+    let _ = fs::remove_dir_all(&dir);
+}

@@ -21,6 +21,8 @@
   hostPrefix ? "/usr",
   maxLayers ? 4,
   layeringStrategy ? "default",
+  # a hints file for `layers --hints` (a path on this machine), or none
+  layeringHints ? null,
   name ? "sli-nix-test",
 }:
 
@@ -121,6 +123,14 @@ let
 
   common = {
     inherit name layeringStrategy;
+    layeringHints =
+      if layeringHints == null then
+        null
+      else
+        builtins.path {
+          path = /. + layeringHints;
+          name = "hints.json";
+        };
     # --argstr maxLayers N works too
     maxLayers = if builtins.isString maxLayers then builtins.fromJSON maxLayers else maxLayers;
     contents = [
