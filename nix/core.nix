@@ -143,6 +143,9 @@ let
       throw "stream-layered-image core.nix: give `shell` or `busybox`";
 
   # A build step: SCRIPT (a file in ./builders) run by the shell with `set -e`.
+  # Only the steps that run this tool get it (`sli`): the customisation
+  # layer's store path, which the image's history names, then stays the
+  # same when the tool is rebuilt, and so does the image ID.
   step =
     name: script: env:
     derivation (
@@ -155,7 +158,6 @@ let
         ];
         PATH = pathWith [ ];
         shell = shellExe;
-        sli = sli;
         storeDir = storeDir;
         preferLocalBuild = true;
         allowSubstitutes = false;
@@ -288,7 +290,7 @@ let
 
       conf = step "${baseName}-conf.json" ./builders/conf.sh (
         {
-          inherit fromImage maxLayers created mtime;
+          inherit sli fromImage maxLayers created mtime;
           createdJSON = toJSON created;
           mtimeJSON = toJSON mtime;
           repoTagJSON = if tag == null then "" else toJSON "${imageName}:${toString tag}";
@@ -326,14 +328,19 @@ let
       imageTag = if tag != null then toString tag else hashOf conf;
 
       script = step "stream-${baseName}" ./builders/stream-script.sh {
-        inherit conf imageName;
+        inherit sli conf imageName;
       };
     in
     script
     // passthru
     // {
+      # As nixpkgs' passthru: conf knows the image's name and tag, and
+      # streamScript is the program the script runs (this tool).
+      conf = conf // {
+        inherit imageName imageTag;
+      };
+      streamScript = sli;
       inherit
-        conf
         customisationLayer
         imageName
         imageTag

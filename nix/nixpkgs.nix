@@ -19,9 +19,16 @@ let
   core = import ./core.nix {
     inherit stream-layered-image;
     shell = "${buildPackages.bash}/bin/bash";
+    # What a stdenv builder has on PATH, for extraCommands and
+    # fakeRootCommands: coreutils, findutils, diffutils, sed, grep, awk,
+    # tar, gzip.
     tools = [
       buildPackages.coreutils
       buildPackages.findutils
+      buildPackages.diffutils
+      buildPackages.gnused
+      buildPackages.gnugrep
+      buildPackages.gawk
       buildPackages.gnutar
       buildPackages.gzip
     ];

@@ -151,11 +151,12 @@ impl Nix {
         cmd.arg(repo().join("tests/nix/images.nix"))
             .args(["--option", "sandbox", "false"])
             .args(["--option", "substituters", ""])
-            .args(["--option", "build-users-group", ""])
-            .arg("--argstr")
-            .arg("sli")
-            .arg(BIN)
-            .arg("--argstr")
+            .args(["--option", "build-users-group", ""]);
+        // An `sli` among ARGS replaces this crate's binary.
+        if !args.iter().any(|(name, _)| *name == "sli") {
+            cmd.arg("--argstr").arg("sli").arg(BIN);
+        }
+        cmd.arg("--argstr")
             .arg("busybox")
             .arg(&self.busybox)
             .args(["-A", attr]);
@@ -186,6 +187,14 @@ impl Nix {
         let mut cmd = self.command("nix-build", attr, args);
         cmd.args(["--check", "--no-out-link"]);
         run(&mut cmd);
+    }
+
+    /// The value of an attribute, as JSON (`nix-instantiate --eval --strict`).
+    fn eval_json(&self, attr: &str, args: &[(&str, &str)]) -> Value {
+        let mut cmd = self.command("nix-instantiate", attr, args);
+        cmd.args(["--eval", "--strict", "--json"]);
+        let out = run(&mut cmd);
+        serde_json::from_slice(&out.stdout).expect("nix-instantiate --json")
     }
 
     /// The value of a string attribute.
@@ -543,6 +552,95 @@ fn streamed_image_loads_and_runs() {
         &[&busybox, "stat", "-c", "%u:%g %a %n", "/var/empty", "/tmp"],
     );
     assert_eq!(out, "1000:100 755 /var/empty\n0:0 1777 /tmp\n");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// The customisation layer is made as nixpkgs makes it: `contents` merged
+/// with lndir's semantics (a relative symlink is copied as it is, not
+/// pointed at the store), and extraCommands run as in a stdenv builder (sed
+/// on PATH, no `set -u`, NIX_BUILD_TOP set).
+#[test]
+fn customisation_layer_as_nixpkgs_makes_it() {
+    let test = "customisation_layer_as_nixpkgs_makes_it";
+    let Some(nix) = Nix::get(test) else { return };
+    let layer = nix.build("stream.customisationLayer", &[]);
+    let data = nix.build("data", &[]);
+    let bytes = fs::read(layer.join("layer.tar")).unwrap();
+    let mut links = BTreeMap::new();
+    let mut files = BTreeMap::new();
+    for entry in tar::Archive::new(&bytes[..]).entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let name = name.trim_start_matches("./").to_owned();
+        if let Some(target) = entry.link_name().unwrap() {
+            links.insert(name, target.to_string_lossy().into_owned());
+        } else {
+            let mut text = String::new();
+            let _ = entry.read_to_string(&mut text);
+            files.insert(name, text);
+        }
+    }
+    // data has etc/link.conf -> data.conf: lndir copies the link, so it
+    // resolves to the image's /etc/data.conf, itself a link into data.
+    assert_eq!(links["etc/link.conf"], "data.conf", "{links:?}");
+    assert_eq!(
+        links["etc/data.conf"],
+        format!("{}/etc/data.conf", data.display())
+    );
+    assert_eq!(
+        files["stdenv-note"], "hello sed\nunset: []\nbuild top bound\n",
+        "extraCommands did not run as in a stdenv builder"
+    );
+}
+
+/// The passthru of nixpkgs' streamLayeredImage and buildLayeredImage: conf
+/// with imageName and imageTag, streamScript, isExe, the user's passthru;
+/// buildLayeredImage's stream.
+#[test]
+fn passthru_as_nixpkgs() {
+    let test = "passthru_as_nixpkgs";
+    let Some(nix) = Nix::get(test) else { return };
+    let tag = nix.eval_json("stream.imageTag", &[]);
+    assert_eq!(nix.eval_json("stream.conf.imageTag", &[]), tag);
+    assert_eq!(nix.eval_json("stream.conf.imageName", &[]), "sli-nix-test");
+    assert_eq!(nix.eval_json("stream.imageName", &[]), "sli-nix-test");
+    assert_eq!(nix.eval_json("stream.isExe", &[]), true);
+    assert_eq!(nix.eval_json("stream.sliTest", &[]), "user passthru");
+    let script = nix.eval_json("stream.streamScript", &[]);
+    assert!(
+        script.as_str().unwrap().ends_with("stream-layered-image"),
+        "{script}"
+    );
+    assert_eq!(nix.eval_json("image.imageTag", &[]), tag);
+    assert_eq!(
+        nix.eval_json("image.stream.outPath", &[]),
+        nix.eval_json("stream.outPath", &[])
+    );
+}
+
+/// A rebuilt tool changes the layering and streaming steps, not the
+/// customisation layer: its store path, which the image's history names,
+/// stays, and with it the image ID.
+#[test]
+fn customisation_layer_does_not_depend_on_the_tool() {
+    let test = "customisation_layer_does_not_depend_on_the_tool";
+    let Some(nix) = Nix::get(test) else { return };
+    let dir = temp_dir(test);
+    // Another binary: the same program with one more byte at its end.
+    let other = dir.join("stream-layered-image");
+    let mut bytes = fs::read(BIN).unwrap();
+    bytes.push(0);
+    fs::write(&other, bytes).unwrap();
+    let other = other.to_str().unwrap();
+    let path = |attr: &str, sli: Option<&str>| {
+        let args: Vec<(&str, &str)> = sli.map(|s| vec![("sli", s)]).unwrap_or_default();
+        nix.eval_json(&format!("{attr}.outPath"), &args)
+    };
+    assert_eq!(
+        path("stream.customisationLayer", None),
+        path("stream.customisationLayer", Some(other))
+    );
+    assert_ne!(path("stream.conf", None), path("stream.conf", Some(other)));
     let _ = fs::remove_dir_all(&dir);
 }
 
