@@ -502,7 +502,14 @@ fn docker(args: &[&str]) -> String {
 /// Runs tests/guix/e2e.scm with BUILDS (Scheme data: a list of (NAME
 /// COMPRESSOR MAX-LAYERS KEYWORD-ARGUMENTS...)) and, optionally, a hints
 /// file; returns its report.
-fn run_e2e(tools: &Tools, tree: &Path, tmp: &Path, builds: &str, hints: Option<&Path>) -> Value {
+fn run_e2e(
+    tools: &Tools,
+    tree: &Path,
+    tmp: &Path,
+    builds: &str,
+    command_builds: &str,
+    hints: Option<&Path>,
+) -> Value {
     let result = tmp.join("result.json");
     let work = tmp.join("work");
     fs::create_dir_all(&work).unwrap();
@@ -512,7 +519,7 @@ fn run_e2e(tools: &Tools, tree: &Path, tmp: &Path, builds: &str, hints: Option<&
     let args = format!(
         "((checkout . {checkout}) (work . {work}) (busybox . {busybox}) (tool . {tool})
           (guile . {guile}) (gzip . {gzip}) (zstd . {zstd}) (builds . {builds})
-          (result . {result}) {hints})",
+          (command-builds . {command_builds}) (result . {result}) {hints})",
         checkout = scheme_string(repo().to_str().unwrap()),
         work = scheme_string(work.to_str().unwrap()),
         busybox = scheme_string(tools.busybox.to_str().unwrap()),
@@ -550,7 +557,13 @@ fn guix_images_on_a_real_daemon() {
     let builds = r#"(("img-none" none 3)
                      ("img-gzip" gzip 4)
                      ("img-zstd" zstd 10 #:local-build? #t #:image-tag "sli-guix-e2e"))"#;
-    let report = run_e2e(&tools, &tree, &tmp.0, builds, None);
+    // guix docker-layered's options for the image img-none is.
+    let command_builds = format!(
+        r#"(("cmd-none" "-m" "MANIFEST" "--max-layers=3" "-S" "/bin=bin" "-S" "/café=share/app"
+                           "--entry-point=bin/app" "-C" "none" {tool}))"#,
+        tool = scheme_string(&format!("--tool={BIN}"))
+    );
+    let report = run_e2e(&tools, &tree, &tmp.0, builds, &command_builds, None);
 
     check_package(&report["package"]);
 
@@ -582,6 +595,16 @@ fn guix_images_on_a_real_daemon() {
         assert_eq!(image["local_build"], local, "{image}");
         tags.push((image["output"].as_str().unwrap().to_owned(), checked.tag));
     }
+
+    // guix docker-layered, given guix pack's options, makes img-none's bytes.
+    let command = &report["command_images"][0];
+    assert_eq!(command["name"], "cmd-none");
+    let none = images.iter().find(|i| i["name"] == "img-none").unwrap();
+    assert!(
+        fs::read(command["output"].as_str().unwrap()).unwrap()
+            == fs::read(none["output"].as_str().unwrap()).unwrap(),
+        "guix docker-layered made another image than (stream-layered-image pack)"
+    );
 
     for (output, tag) in &tags {
         let _ = Command::new("docker").args(["rmi", "-f", tag]).output();
@@ -645,11 +668,59 @@ fn guix_hints_reach_layers() {
         .arg("-o")
         .arg(&hints));
     let builds = r#"(("img-hints" none 3 #:strategy default #:hints hints-file))"#;
-    let report = run_e2e(&tools, &tree, &tmp.0, builds, Some(&hints));
+    let report = run_e2e(&tools, &tree, &tmp.0, builds, "()", Some(&hints));
     let profile = report["profile"].as_str().unwrap();
     let output = report["images"][0]["output"].as_str().unwrap();
     let files = archive_files(&fs::read(output).unwrap());
     let manifest: Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
     assert!(manifest[0]["Layers"].as_array().unwrap().len() <= 3);
     assert!(manifest[0]["Config"].is_string(), "an image of {profile}");
+}
+
+/// The `guix docker-layered` command through the real `guix` script, as a
+/// Guix extension (GUIX_EXTENSIONS_PATH): its help, and a bad option as a
+/// one-line error.
+#[test]
+fn guix_docker_layered_command() {
+    let Some(tools) = tools() else { return };
+    let Some(tree) = start_daemon() else { return };
+    let guix = |args: &[&str]| {
+        Command::new(tree.join("pre-inst-env"))
+            .arg("guix")
+            .arg("docker-layered")
+            .args(args)
+            .env("GUILE_AUTO_COMPILE", "0")
+            .env("GUIX_EXTENSIONS_PATH", repo().join("guix/guix/extensions"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let _ = &tools;
+    let help = guix(&["--help"]);
+    assert!(help.status.success(), "{help:?}");
+    let text = String::from_utf8_lossy(&help.stdout);
+    for option in [
+        "--max-layers=N",
+        "--strategy=S",
+        "-S, --symlink",
+        "--entry-point",
+        "-C, --compression",
+    ] {
+        assert!(text.contains(option), "{option} missing from:\n{text}");
+    }
+    let bad = guix(&["--max-layers=1", "hello"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("--max-layers: 1: expected an integer of at least 2"),
+        "{err}"
+    );
+    let bad = guix(&["--compression=lz4", "hello"]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr)
+            .contains("--compression: lz4: expected gzip, zstd, xz or none"),
+        "{bad:?}"
+    );
 }

@@ -3,7 +3,8 @@
 ;;;
 ;;;   guile --no-auto-compile -L GUIX-TREE -L guix tests/guix/check-modules.scm CHECKOUT
 ;;;
-;;; 1. every module under guix/stream-layered-image/ compiles without an
+;;; 1. every module under guix/stream-layered-image/, and the guix
+;;;    docker-layered extension, compiles without an
 ;;;    unbound-variable (or arity) warning: a name used but not imported
 ;;;    fails only when the code runs, maybe first in a user's build;
 ;;; 2. the examples of the README's Guix section and of the pack module's
@@ -43,7 +44,7 @@
    (let* ((file (string-append module-dir "/" base))
           (output (string-append (or (getenv "TMPDIR") "/tmp")
                                  "/check-modules-" (number->string (getpid))
-                                 "-" base ".go"))
+                                 "-" (basename base) ".go"))
           (warnings
            (call-with-output-string
              (lambda (port)
@@ -60,8 +61,9 @@
                     (string-split warnings #\newline))
        (() (format #t "~a: compiles without warnings~%" base))
        (lines (fail! "~a: ~a" base (string-join lines "\n"))))))
- (filter (lambda (f) (string-suffix? ".scm" f))
-         (scandir* module-dir)))
+ (append (filter (lambda (f) (string-suffix? ".scm" f))
+                 (scandir* module-dir))
+         '("../guix/extensions/docker-layered.scm")))
 
 ;;; 2. Examples.
 

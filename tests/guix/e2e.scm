@@ -28,6 +28,7 @@
              (guix base16)
              (stream-layered-image pack)
              (stream-layered-image spec)
+             (guix extensions docker-layered)
              (srfi srfi-1)
              (ice-9 match)
              (ice-9 ftw))
@@ -272,6 +273,50 @@
                                  'null))
            ("milliseconds" . ,(inexact->exact (round (* 1000 seconds))))))))))
 
+;; `guix docker-layered' images: the command's own option parsing and image,
+;; from a manifest file of the same entries.  COMMAND-BUILDS: a list of (NAME
+;; ARGUMENT ...), where the argument "MANIFEST" stands for that file.
+(define manifest-file
+  (let ((file (string-append work "/manifest.scm")))
+    (call-with-output-file file
+      (lambda (port)
+        (write `(manifest
+                 (list ,@(map (match-lambda
+                                ((name version dir)
+                                 `(manifest-entry
+                                    (name ,name) (version ,version)
+                                    (item (local-file ,dir ,name
+                                                      #:recursive? #t)))))
+                              `(("app" "1.0" ,app-dir)
+                                ("busybox" "1.36" ,busybox-dir)
+                                ("data" "1.0" ,data-dir)))))
+               port)))
+    file))
+
+(define (build-command-image spec)
+  (match spec
+    ((name . arguments)
+     (let* ((opts (parse-docker-layered-arguments
+                   (map (lambda (a) (if (equal? a "MANIFEST") manifest-file a))
+                        arguments)))
+            (image (options->layered-image
+                    opts
+                    ;; What a manifest file here can use without loading
+                    ;; (gnu), and a profile that needs no package built.
+                    #:user-modules '((guix profiles) (guix gexp))
+                    #:profile-hooks '()
+                    #:locales? #f
+                    #:image-keywords
+                    `(#:guile ,guile-drv
+                      #:compressor-program
+                      ,(assq-ref compressor-programs
+                                 (assq-ref opts 'compressor)))))
+            (drv (parameterize ((%guile-for-build guile-drv))
+                   (run-with-store store (lower-object image)))))
+       (build-derivations store (list drv))
+       `(("name" . ,name)
+         ("output" . ,(derivation->output-path drv)))))))
+
 (define profile-item
   (parameterize ((%guile-for-build guile-drv))
     (let ((drv (run-with-store store (lower-object the-profile))))
@@ -292,7 +337,12 @@
      `(("package" . ,package-report)
        ("profile" . ,profile-item)
        ("closure" . ,(list->vector (store-items)))
-       ("images" . ,(list->vector images)))
+       ("images" . ,(list->vector images))
+       ("command_images"
+        . ,(list->vector (map build-command-image
+                              (match (assq 'command-builds args)
+                                ((_ . builds) builds)
+                                (#f '()))))))
      port)
     (newline port)))
 
