@@ -146,7 +146,10 @@ mod tests {
         symlink("/gnu/store/abc-profile/bin", dir.join("bin")).unwrap();
     }
 
-    fn members(tar: &[u8]) -> Vec<(String, u8, u32, u64, u64, String, Vec<u8>)> {
+    /// name, type flag, mode, uid, mtime, link target, contents
+    type Member = (String, u8, u32, u64, u64, String, Vec<u8>);
+
+    fn members(tar: &[u8]) -> Vec<Member> {
         let mut archive = tar::Archive::new(tar);
         archive
             .entries()
