@@ -20,6 +20,8 @@
         import ./nix/nixpkgs.nix {
           inherit pkgs;
           stream-layered-image = self.packages.${pkgs.stdenv.buildPlatform.system}.stream-layered-image;
+          # includeNixDB images are nixpkgs' own.
+          fallback = pkgs.dockerTools;
         };
     in
     {

@@ -12,6 +12,8 @@ let
   dockerTools = import ./nixpkgs.nix {
     inherit pkgs;
     stream-layered-image = pkgs.buildPackages.callPackage ./package.nix { };
+    # includeNixDB images are nixpkgs' own.
+    fallback = pkgs.dockerTools;
   };
 in
 {

@@ -7,8 +7,10 @@
 ;;; ARGS is an association list, written as an S-expression, with the keys
 ;;; checkout, work (a directory for the inputs made here), busybox (a static
 ;;; busybox), tool (this project's executable), guile (a guile executable),
-;;; gzip, zstd, builds (what to build, see below), result (a file for the
-;;; results, JSON) and, optionally, hints (a hints file).
+;;; gzip, zstd, builds (images of the module, see build-image),
+;;; command-builds (images by guix docker-layered's options, see
+;;; build-command-image), result (a file for the results, JSON) and,
+;;; optionally, hints (a hints file).
 ;;;
 ;;; It evaluates guix.scm and reports the package; runs the package's own
 ;;; build phase that concerns zstd-sys on the real cargo-build-system; then
