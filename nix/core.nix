@@ -23,7 +23,8 @@
 #      layer.tar with its sha256 in `checksum`;
 #   2. closure root: a file naming the customisation layer and holding the
 #      image config, so its closure is every store path the image needs;
-#   3. conf.json: `exportReferencesGraph` writes that closure's graph, and
+#   3. conf.json: `exportReferencesGraph` (with __structuredAttrs, so with
+#      Nix's narSize) writes that closure's graph, and
 #      `stream-layered-image layers` splits it into at most
 #      maxLayers - (layers of fromImage) - 1 layers (one is kept for the
 #      customisation layer);
@@ -263,6 +264,28 @@ let
             "${layeringHints}"
           ];
 
+      # The closure's references graph as Nix exports it with
+      # __structuredAttrs: with each path's narSize, which `layers` then
+      # takes instead of measuring the files. The builder gets no
+      # environment but the attributes file, whose "outputs" names $out.
+      graphJSON = derivation {
+        name = "${baseName}-graph.json";
+        inherit system;
+        __structuredAttrs = true;
+        builder = shellExe;
+        args = [
+          "-ec"
+          ''
+            PATH=${pathWith [ ]}
+            out=$(sed -n 's/.*"outputs":{"out":"\([^"]*\)".*/\1/p' "$NIX_ATTRS_JSON_FILE")
+            cp "$NIX_ATTRS_JSON_FILE" "$out"
+          ''
+        ];
+        exportReferencesGraph.graph = [ closureRoot ];
+        preferLocalBuild = true;
+        allowSubstitutes = false;
+      };
+
       layering = layeringChoice // {
         layersArgs = layeringChoice.layersArgs ++ hintsArgs;
       };
@@ -322,7 +345,7 @@ let
           debug = flag debug;
         }
         // layering
-        // (if includeStorePaths then { exportReferencesGraph = [ "graph" closureRoot ]; } else { })
+        // (if includeStorePaths then { graph = graphJSON; } else { })
       );
 
       imageTag = if tag != null then toString tag else hashOf conf;

@@ -593,6 +593,32 @@ fn customisation_layer_as_nixpkgs_makes_it() {
     );
 }
 
+/// The closure's graph comes from Nix with __structuredAttrs, as nixpkgs
+/// exports it: every path with the narSize Nix records for it, which
+/// `layers` takes instead of measuring files.
+#[test]
+fn graph_has_nix_nar_sizes() {
+    let test = "graph_has_nix_nar_sizes";
+    let Some(nix) = Nix::get(test) else { return };
+    let graph = nix.build("stream.conf.graph", &[]);
+    let json: Value = serde_json::from_slice(&fs::read(&graph).unwrap()).unwrap();
+    let nodes = json["graph"].as_array().expect("a \"graph\" list");
+    let app = nix.build("app", &[]);
+    assert!(
+        nodes.iter().any(|n| n["path"] == app.to_str().unwrap()),
+        "the app is not in the graph"
+    );
+    for node in nodes {
+        let path = node["path"].as_str().unwrap();
+        let size = run(Command::new("nix-store").args(["--query", "--size", path]));
+        assert_eq!(
+            node["narSize"].as_u64(),
+            stdout_text(&size).trim().parse::<u64>().ok(),
+            "{path}"
+        );
+    }
+}
+
 /// The passthru of nixpkgs' streamLayeredImage and buildLayeredImage: conf
 /// with imageName and imageTag, streamScript, isExe, the user's passthru;
 /// buildLayeredImage's stream.
