@@ -3,6 +3,8 @@
 ;;;
 ;;;   guile --no-auto-compile -L GUIX-TREE -L guix tests/guix/check-modules.scm CHECKOUT
 ;;;
+;;; 0. loading (stream-layered-image pack) and the guix docker-layered
+;;;    extension loads no (gnu packages ...) module;
 ;;; 1. every module under guix/stream-layered-image/, and the guix
 ;;;    docker-layered extension, compiles without an
 ;;;    unbound-variable (or arity) warning: a name used but not imported
@@ -26,6 +28,24 @@
   (let ((message (apply format #f fmt args)))
     (format (current-error-port) "check-modules: ~a~%" message)
     (set! failures (cons message failures))))
+
+;;; 0. Loading the pack module and the extension loads no (gnu packages
+;;;    ...) module: the default tools are looked up when used.  (Checked
+;;;    first, before compiling anything loads more.)
+
+(resolve-module '(stream-layered-image pack))
+(resolve-module '(guix extensions docker-layered))
+
+(let* ((gnu (nested-ref-module (resolve-module '() #f) '(gnu)))
+       (packages (and gnu (nested-ref-module gnu '(packages))))
+       (loaded (if packages
+                   (hash-map->list (lambda (name module) name)
+                                   (module-submodules packages))
+                   '())))
+  (if (null? loaded)
+      (format #t "loading the pack module and the extension loads no \
+(gnu packages ...) module~%")
+      (fail! "loading the pack module loads (gnu packages ~a)" loaded)))
 
 ;;; 1. Compilation warnings.
 
