@@ -12,8 +12,8 @@
 ;;; build-command-image), result (a file for the results, JSON) and,
 ;;; optionally, hints (a hints file).
 ;;;
-;;; It evaluates guix.scm and reports the package; runs the package's own
-;;; build phase that concerns zstd-sys on the real cargo-build-system; then
+;;; It evaluates guix.scm and reports the package; runs the build phases
+;;; the package adds, after the real cargo-build-system's configure; then
 ;;; builds images with (stream-layered-image pack) of a real profile, with
 ;;; the real #:references-graphs, each built twice (from two derivations,
 ;;; so that the Rust side can compare the bytes).  No package
@@ -32,8 +32,7 @@
              (stream-layered-image spec)
              (guix extensions docker-layered)
              (srfi srfi-1)
-             (ice-9 match)
-             (ice-9 ftw))
+             (ice-9 match))
 
 (define args
   (call-with-input-string (cadr (command-line)) read))
