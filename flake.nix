@@ -20,6 +20,8 @@
         import ./nix/nixpkgs.nix {
           inherit pkgs;
           stream-layered-image = self.packages.${pkgs.stdenv.buildPlatform.system}.stream-layered-image;
+          # includeNixDB images are nixpkgs' own.
+          fallback = pkgs.dockerTools;
         };
     in
     {
@@ -28,9 +30,11 @@
         default = self.packages.${pkgs.stdenv.hostPlatform.system}.stream-layered-image;
       });
 
-      # pkgs.stream-layered-image, and dockerTools.streamLayeredImage and
-      # buildLayeredImage built on it.
-      overlays.default = import ./nix/overlay.nix;
+      # nixpkgs' own dockerTools with this tool as the engine of
+      # streamLayeredImage (the same images, byte for byte), and
+      # pkgs.stream-layered-image; with-layering also replaces nixpkgs'
+      # dockerAutoLayer (see nix/overlays.nix).
+      overlays = import ./nix/overlays.nix;
 
       # lib.<system>.streamLayeredImage / buildLayeredImage: nixpkgs'
       # interface (plus layeringStrategy), for nixpkgs.legacyPackages.<system>.

@@ -23,7 +23,8 @@
 #      layer.tar with its sha256 in `checksum`;
 #   2. closure root: a file naming the customisation layer and holding the
 #      image config, so its closure is every store path the image needs;
-#   3. conf.json: `exportReferencesGraph` writes that closure's graph, and
+#   3. conf.json: `exportReferencesGraph` (with __structuredAttrs, so with
+#      Nix's narSize) writes that closure's graph, and
 #      `stream-layered-image layers` splits it into at most
 #      maxLayers - (layers of fromImage) - 1 layers (one is kept for the
 #      customisation layer);
@@ -143,6 +144,9 @@ let
       throw "stream-layered-image core.nix: give `shell` or `busybox`";
 
   # A build step: SCRIPT (a file in ./builders) run by the shell with `set -e`.
+  # Only the steps that run this tool get it (`sli`): the customisation
+  # layer's store path, which the image's history names, then stays the
+  # same when the tool is rebuilt, and so does the image ID.
   step =
     name: script: env:
     derivation (
@@ -155,7 +159,6 @@ let
         ];
         PATH = pathWith [ ];
         shell = shellExe;
-        sli = sli;
         storeDir = storeDir;
         preferLocalBuild = true;
         allowSubstitutes = false;
@@ -214,6 +217,9 @@ let
       # With no layeringPipeline: "default", "popularity", "auto" (nixpkgs'
       # own default split) or "size" (Guix's rule). See the README.
       layeringStrategy ? "default",
+      # A hints file (`stream-layered-image hints` makes one from earlier
+      # graphs) for `layers --hints`; null: no hints, nothing passed.
+      layeringHints ? null,
       # Print the layering (`layers --explain`) into the build log.
       debug ? false,
       passthru ? { },
@@ -249,7 +255,42 @@ let
         ];
       };
 
-      layering =
+      hintsArgs =
+        if layeringHints == null then
+          [ ]
+        else
+          [
+            "--hints"
+            "${layeringHints}"
+          ];
+
+      # The closure's references graph as Nix exports it with
+      # __structuredAttrs: with each path's narSize, which `layers` then
+      # takes instead of measuring the files. The builder gets no
+      # environment but the attributes file, whose "outputs" names $out.
+      graphJSON = derivation {
+        name = "${baseName}-graph.json";
+        inherit system;
+        __structuredAttrs = true;
+        builder = shellExe;
+        args = [
+          "-ec"
+          ''
+            PATH=${pathWith [ ]}
+            out=$(sed -n 's/.*"outputs":{"out":"\([^"]*\)".*/\1/p' "$NIX_ATTRS_JSON_FILE")
+            cp "$NIX_ATTRS_JSON_FILE" "$out"
+          ''
+        ];
+        exportReferencesGraph.graph = [ closureRoot ];
+        preferLocalBuild = true;
+        allowSubstitutes = false;
+      };
+
+      layering = layeringChoice // {
+        layersArgs = layeringChoice.layersArgs ++ hintsArgs;
+      };
+
+      layeringChoice =
         if layeringPipeline == null then
           {
             layersArgs = [
@@ -272,7 +313,7 @@ let
 
       conf = step "${baseName}-conf.json" ./builders/conf.sh (
         {
-          inherit fromImage maxLayers created mtime;
+          inherit sli fromImage maxLayers created mtime;
           createdJSON = toJSON created;
           mtimeJSON = toJSON mtime;
           repoTagJSON = if tag == null then "" else toJSON "${imageName}:${toString tag}";
@@ -304,20 +345,25 @@ let
           debug = flag debug;
         }
         // layering
-        // (if includeStorePaths then { exportReferencesGraph = [ "graph" closureRoot ]; } else { })
+        // (if includeStorePaths then { graph = graphJSON; } else { })
       );
 
       imageTag = if tag != null then toString tag else hashOf conf;
 
       script = step "stream-${baseName}" ./builders/stream-script.sh {
-        inherit conf imageName;
+        inherit sli conf imageName;
       };
     in
     script
     // passthru
     // {
+      # As nixpkgs' passthru: conf knows the image's name and tag, and
+      # streamScript is the program the script runs (this tool).
+      conf = conf // {
+        inherit imageName imageTag;
+      };
+      streamScript = sli;
       inherit
-        conf
         customisationLayer
         imageName
         imageTag

@@ -12,12 +12,15 @@ let
   dockerTools = import ./nixpkgs.nix {
     inherit pkgs;
     stream-layered-image = pkgs.buildPackages.callPackage ./package.nix { };
+    # includeNixDB images are nixpkgs' own.
+    fallback = pkgs.dockerTools;
   };
 in
 {
   inherit stream-layered-image;
   inherit (dockerTools) streamLayeredImage buildLayeredImage;
-  # The nixpkgs-independent builder (see core.nix) and the overlay.
+  # The nixpkgs-independent builder (see core.nix) and the overlays.
   core = import ./core.nix;
   overlay = import ./overlay.nix;
+  overlays = import ./overlays.nix;
 }

@@ -19,9 +19,16 @@ let
   core = import ./core.nix {
     inherit stream-layered-image;
     shell = "${buildPackages.bash}/bin/bash";
+    # What a stdenv builder has on PATH, for extraCommands and
+    # fakeRootCommands: coreutils, findutils, diffutils, sed, grep, awk,
+    # tar, gzip.
     tools = [
       buildPackages.coreutils
       buildPackages.findutils
+      buildPackages.diffutils
+      buildPackages.gnused
+      buildPackages.gnugrep
+      buildPackages.gawk
       buildPackages.gnutar
       buildPackages.gzip
     ];
@@ -37,7 +44,10 @@ let
     fname: ours: args:
     if args.includeNixDB or false then
       if fallback != null then
-        fallback.${fname} (removeAttrs args [ "layeringStrategy" ])
+        fallback.${fname} (removeAttrs args [
+          "layeringStrategy"
+          "layeringHints"
+        ])
       else
         throw "${fname} ${args.name or ""}: includeNixDB is not supported by stream-layered-image's builder"
     else

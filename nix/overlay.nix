@@ -1,13 +1,3 @@
-# An overlay: pkgs.stream-layered-image, and dockerTools.streamLayeredImage
-# and dockerTools.buildLayeredImage built on it. Everything else in
-# dockerTools (buildImage, pullImage, streamNixShellImage, ...) is nixpkgs'.
-final: prev: {
-  stream-layered-image = final.callPackage ./package.nix { };
-
-  dockerTools =
-    prev.dockerTools
-    // builtins.removeAttrs (import ./nixpkgs.nix {
-      pkgs = final;
-      fallback = prev.dockerTools;
-    }) [ "defaultArchitecture" ];
-}
+# The default overlay (see overlays.nix): nixpkgs' dockerTools with this
+# tool as the engine of streamLayeredImage, and pkgs.stream-layered-image.
+(import ./overlays.nix).default

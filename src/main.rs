@@ -34,6 +34,7 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
         None => cli::build::run(cli.build),
         Some(Command::Layers(a)) => cli::layers::run(a),
         Some(Command::Diff(a)) => cli::diff::run(a),
+        Some(Command::CustomLayer(a)) => cli::custom_layer::run(a),
         Some(Command::Completions { shell }) => {
             clap_complete::generate(
                 shell,

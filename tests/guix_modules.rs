@@ -324,8 +324,8 @@ fn graph_text(paths: &[(String, PathBuf)]) -> String {
 fn references_graph_to_image() {
     let test = "references_graph_to_image";
     let Some(guile) = guile(test) else { return };
-    if which("tar").is_none() || which("sha256sum").is_none() || which("gzip").is_none() {
-        unavailable::<()>(test, "no tar, sha256sum or gzip on PATH");
+    if which("gzip").is_none() {
+        unavailable::<()>(test, "no gzip on PATH");
         return;
     }
     let tmp = TempDir::new(test);
@@ -566,4 +566,81 @@ fn nix_references_graph_image_runs() {
         .args(["run", "--rm", "--network", "none", &tag])
         .args([busybox_in_image, "stat", "-c", "%a %u", "/tmp"]));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "1777 0\n");
+}
+
+/// A version such as "1.88" or "1.85.0", for comparing.
+fn version_numbers(v: &str) -> Vec<u64> {
+    v.split('.').map(|n| n.parse().unwrap_or(0)).collect()
+}
+
+/// The Guix package records the rustc that Cargo.lock's crates need (their
+/// newest `rust-version`; Cargo.lock itself does not say it), so that its
+/// build can say so instead of failing inside a crate. It must be what the
+/// locked crates say, read from cargo's registry sources.
+#[test]
+fn guix_package_knows_the_rust_cargo_lock_needs() {
+    let test = "guix_package_knows_the_rust_cargo_lock_needs";
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")));
+    let registries: Vec<PathBuf> = home
+        .map(|h| h.join("registry/src"))
+        .and_then(|src| fs::read_dir(src).ok())
+        .map(|dirs| dirs.map(|d| d.unwrap().path()).collect())
+        .unwrap_or_default();
+    let text = fs::read_to_string(repo().join("Cargo.lock")).unwrap();
+    let mut newest: Option<(Vec<u64>, String)> = None;
+    for block in text.split("[[package]]").skip(1) {
+        let field = |key: &str| {
+            block.lines().find_map(|l| {
+                l.trim()
+                    .strip_prefix(&format!("{key} = \""))
+                    .map(|v| v.trim_end_matches('"').to_owned())
+            })
+        };
+        if !field("source").is_some_and(|s| s.starts_with("registry+")) {
+            continue;
+        }
+        let crate_dir = format!("{}-{}", field("name").unwrap(), field("version").unwrap());
+        let Some(manifest) = registries
+            .iter()
+            .map(|r| r.join(&crate_dir).join("Cargo.toml"))
+            .find(|m| m.is_file())
+        else {
+            unavailable::<()>(
+                test,
+                &format!(
+                    "{crate_dir} is not in cargo's registry sources (run a cargo build first)"
+                ),
+            );
+            return;
+        };
+        let toml = fs::read_to_string(&manifest).unwrap();
+        let Some(rv) = toml.lines().find_map(|l| {
+            l.trim()
+                .strip_prefix("rust-version = \"")
+                .map(|v| v.trim_end_matches('"').to_owned())
+        }) else {
+            continue;
+        };
+        let n = version_numbers(&rv);
+        if newest.as_ref().is_none_or(|(m, _)| n > *m) {
+            newest = Some((n, format!("{rv} ({crate_dir})")));
+        }
+    }
+    let (needed, which) = newest.expect("some locked crate has a rust-version");
+    let package = fs::read_to_string(repo().join("guix/stream-layered-image/package.scm")).unwrap();
+    let recorded = package
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("(define %locked-crates-rust-version \"")
+                .map(|v| v.trim_end_matches("\")").to_owned())
+        })
+        .expect("package.scm defines %locked-crates-rust-version");
+    assert_eq!(
+        version_numbers(&recorded),
+        needed,
+        "package.scm records rustc {recorded}; the newest rust-version of Cargo.lock's crates is {which}"
+    );
 }

@@ -151,11 +151,12 @@ impl Nix {
         cmd.arg(repo().join("tests/nix/images.nix"))
             .args(["--option", "sandbox", "false"])
             .args(["--option", "substituters", ""])
-            .args(["--option", "build-users-group", ""])
-            .arg("--argstr")
-            .arg("sli")
-            .arg(BIN)
-            .arg("--argstr")
+            .args(["--option", "build-users-group", ""]);
+        // An `sli` among ARGS replaces this crate's binary.
+        if !args.iter().any(|(name, _)| *name == "sli") {
+            cmd.arg("--argstr").arg("sli").arg(BIN);
+        }
+        cmd.arg("--argstr")
             .arg("busybox")
             .arg(&self.busybox)
             .args(["-A", attr]);
@@ -186,6 +187,14 @@ impl Nix {
         let mut cmd = self.command("nix-build", attr, args);
         cmd.args(["--check", "--no-out-link"]);
         run(&mut cmd);
+    }
+
+    /// The value of an attribute, as JSON (`nix-instantiate --eval --strict`).
+    fn eval_json(&self, attr: &str, args: &[(&str, &str)]) -> Value {
+        let mut cmd = self.command("nix-instantiate", attr, args);
+        cmd.args(["--eval", "--strict", "--json"]);
+        let out = run(&mut cmd);
+        serde_json::from_slice(&out.stdout).expect("nix-instantiate --json")
     }
 
     /// The value of a string attribute.
@@ -421,6 +430,85 @@ fn every_nix_file_parses() {
     eprintln!("{test}: {} files parse", files.len());
 }
 
+/// Evaluates `tests/nix/overlay-unit.nix`: the overlay applied to a
+/// package set made from the recorded dockerTools interface of one shape of
+/// nixpkgs. Returns the result and what Nix printed on stderr (warnings).
+fn overlay_unit(shape: &str, overlay: &str) -> (Value, String) {
+    let out = run(Command::new("nix-instantiate")
+        .args(["--eval", "--strict", "--json"])
+        .arg(repo().join("tests/nix/overlay-unit.nix"))
+        .args(["--argstr", "shape", shape, "--argstr", "overlay", overlay]));
+    (
+        serde_json::from_slice(&out.stdout).expect("nix-instantiate --json"),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Unit test of the overlays (`nix/overlays.nix`), on recorded descriptions
+/// of nixpkgs' dockerTools interface (`tests/nix/nixpkgs-dockertools.nix`):
+/// the default overlay replaces exactly the streaming script
+/// (`writePython3 "stream"`), passing every other writer and function
+/// through; `with-layering` also replaces dockerAutoLayer where nixpkgs has
+/// it; a dockerTools without the hook is left as it is, with a warning.
+#[test]
+fn overlay_swaps_only_the_engine() {
+    let test = "overlay_swaps_only_the_engine";
+    if which("nix-instantiate").is_none() {
+        unavailable::<()>(test, "no nix-instantiate on PATH (Debian: nix-bin)");
+        return;
+    }
+    let ours = "ln -s /sli/bin/stream-layered-image $out\n";
+    for shape in [
+        "writeReferencesToFile-era",
+        "writeClosure-era",
+        "auto-layer-era",
+    ] {
+        let (r, stderr) = overlay_unit(shape, "default");
+        assert_eq!(r["stream_script_kind"], "runCommand", "{shape}: {r}");
+        assert_eq!(r["stream_script_name"], "stream", "{shape}");
+        assert_eq!(r["stream_script"], ours, "{shape}");
+        assert_eq!(r["other_writer_is_nixpkgs"], true, "{shape}");
+        assert_eq!(r["passed_through"], true, "{shape}");
+        assert_eq!(r["has_package"], true, "{shape}");
+        let layering = if shape == "auto-layer-era" {
+            "nixpkgs-auto-layer"
+        } else {
+            "popularity"
+        };
+        assert_eq!(
+            r["layers"], layering,
+            "{shape}: the default overlay keeps nixpkgs' layering"
+        );
+        assert!(!stderr.contains("warning"), "{shape}: {stderr}");
+    }
+
+    let (r, stderr) = overlay_unit("auto-layer-era", "with-layering");
+    assert_eq!(r["stream_script"], ours);
+    assert_eq!(r["layers"], "runCommand");
+    let script = r["layers_script"].as_str().unwrap();
+    assert!(
+        script.contains("stream-layered-image layers --graph \"$NIX_ATTRS_JSON_FILE\"")
+            && script.contains("--strategy auto")
+            && script.contains("--exclude \"$excludePathsFile\""),
+        "{script}"
+    );
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let (r, stderr) = overlay_unit("writeClosure-era", "with-layering");
+    assert_eq!(r["layers"], "popularity");
+    assert!(stderr.contains("has no dockerAutoLayer"), "{stderr}");
+
+    // No writePython3 argument: nothing is replaced, and it says so.
+    for overlay in ["default", "with-layering"] {
+        let (r, stderr) = overlay_unit("writers-argument", overlay);
+        assert_eq!(r["stream_script_kind"], "nixpkgs-writePython3");
+        assert_eq!(r["same_as_nixpkgs"], true);
+        assert!(
+            stderr.contains("takes no writePython3 argument"),
+            "{overlay}: {stderr}"
+        );
+    }
+}
+
 /// The streaming script's image loads into docker (or podman), and the
 /// container runs the closure's program; extraCommands and
 /// fakeRootCommands shaped the customisation layer.
@@ -464,6 +552,121 @@ fn streamed_image_loads_and_runs() {
         &[&busybox, "stat", "-c", "%u:%g %a %n", "/var/empty", "/tmp"],
     );
     assert_eq!(out, "1000:100 755 /var/empty\n0:0 1777 /tmp\n");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// The customisation layer is made as nixpkgs makes it: `contents` merged
+/// with lndir's semantics (a relative symlink is copied as it is, not
+/// pointed at the store), and extraCommands run as in a stdenv builder (sed
+/// on PATH, no `set -u`, NIX_BUILD_TOP set).
+#[test]
+fn customisation_layer_as_nixpkgs_makes_it() {
+    let test = "customisation_layer_as_nixpkgs_makes_it";
+    let Some(nix) = Nix::get(test) else { return };
+    let layer = nix.build("stream.customisationLayer", &[]);
+    let data = nix.build("data", &[]);
+    let bytes = fs::read(layer.join("layer.tar")).unwrap();
+    let mut links = BTreeMap::new();
+    let mut files = BTreeMap::new();
+    for entry in tar::Archive::new(&bytes[..]).entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let name = name.trim_start_matches("./").to_owned();
+        if let Some(target) = entry.link_name().unwrap() {
+            links.insert(name, target.to_string_lossy().into_owned());
+        } else {
+            let mut text = String::new();
+            let _ = entry.read_to_string(&mut text);
+            files.insert(name, text);
+        }
+    }
+    // data has etc/link.conf -> data.conf: lndir copies the link, so it
+    // resolves to the image's /etc/data.conf, itself a link into data.
+    assert_eq!(links["etc/link.conf"], "data.conf", "{links:?}");
+    assert_eq!(
+        links["etc/data.conf"],
+        format!("{}/etc/data.conf", data.display())
+    );
+    assert_eq!(
+        files["stdenv-note"], "hello sed\nunset: []\nbuild top bound\n",
+        "extraCommands did not run as in a stdenv builder"
+    );
+}
+
+/// The closure's graph comes from Nix with __structuredAttrs, as nixpkgs
+/// exports it: every path with the narSize Nix records for it, which
+/// `layers` takes instead of measuring files.
+#[test]
+fn graph_has_nix_nar_sizes() {
+    let test = "graph_has_nix_nar_sizes";
+    let Some(nix) = Nix::get(test) else { return };
+    let graph = nix.build("stream.conf.graph", &[]);
+    let json: Value = serde_json::from_slice(&fs::read(&graph).unwrap()).unwrap();
+    let nodes = json["graph"].as_array().expect("a \"graph\" list");
+    let app = nix.build("app", &[]);
+    assert!(
+        nodes.iter().any(|n| n["path"] == app.to_str().unwrap()),
+        "the app is not in the graph"
+    );
+    for node in nodes {
+        let path = node["path"].as_str().unwrap();
+        let size = run(Command::new("nix-store").args(["--query", "--size", path]));
+        assert_eq!(
+            node["narSize"].as_u64(),
+            stdout_text(&size).trim().parse::<u64>().ok(),
+            "{path}"
+        );
+    }
+}
+
+/// The passthru of nixpkgs' streamLayeredImage and buildLayeredImage: conf
+/// with imageName and imageTag, streamScript, isExe, the user's passthru;
+/// buildLayeredImage's stream.
+#[test]
+fn passthru_as_nixpkgs() {
+    let test = "passthru_as_nixpkgs";
+    let Some(nix) = Nix::get(test) else { return };
+    let tag = nix.eval_json("stream.imageTag", &[]);
+    assert_eq!(nix.eval_json("stream.conf.imageTag", &[]), tag);
+    assert_eq!(nix.eval_json("stream.conf.imageName", &[]), "sli-nix-test");
+    assert_eq!(nix.eval_json("stream.imageName", &[]), "sli-nix-test");
+    assert_eq!(nix.eval_json("stream.isExe", &[]), true);
+    assert_eq!(nix.eval_json("stream.sliTest", &[]), "user passthru");
+    let script = nix.eval_json("stream.streamScript", &[]);
+    assert!(
+        script.as_str().unwrap().ends_with("stream-layered-image"),
+        "{script}"
+    );
+    assert_eq!(nix.eval_json("image.imageTag", &[]), tag);
+    assert_eq!(
+        nix.eval_json("image.stream.outPath", &[]),
+        nix.eval_json("stream.outPath", &[])
+    );
+}
+
+/// A rebuilt tool changes the layering and streaming steps, not the
+/// customisation layer: its store path, which the image's history names,
+/// stays, and with it the image ID.
+#[test]
+fn customisation_layer_does_not_depend_on_the_tool() {
+    let test = "customisation_layer_does_not_depend_on_the_tool";
+    let Some(nix) = Nix::get(test) else { return };
+    let dir = temp_dir(test);
+    // Another binary: the same program with one more byte at its end.
+    let other = dir.join("stream-layered-image");
+    let mut bytes = fs::read(BIN).unwrap();
+    bytes.push(0);
+    fs::write(&other, bytes).unwrap();
+    let other = other.to_str().unwrap();
+    let path = |attr: &str, sli: Option<&str>| {
+        let args: Vec<(&str, &str)> = sli.map(|s| vec![("sli", s)]).unwrap_or_default();
+        nix.eval_json(&format!("{attr}.outPath"), &args)
+    };
+    assert_eq!(
+        path("stream.customisationLayer", None),
+        path("stream.customisationLayer", Some(other))
+    );
+    assert_ne!(path("stream.conf", None), path("stream.conf", Some(other)));
     let _ = fs::remove_dir_all(&dir);
 }
 
@@ -703,4 +906,44 @@ fn gnu_tools_and_fakeroot_build_the_same_store_layers() {
         out.stdout == gnu_bytes,
         "the zstd image is not what the script streams"
     );
+}
+
+/// `layeringHints` reaches `stream-layered-image layers --hints`: the tool's
+/// `hints` command learns a hints file from the app's references graph, and
+/// the image is built with it (default strategy) and runs. Needs `hints`
+/// and `layers --hints` (issue #15): run it with `--ignored` once they are
+/// merged.
+#[test]
+#[ignore = "needs `stream-layered-image hints` and `layers --hints` (issue #15)"]
+fn layering_hints_reach_layers() {
+    let test = "layering_hints_reach_layers";
+    let Some(nix) = Nix::get(test) else { return };
+    let graph = nix.build("appGraph", &[]);
+    let dir = temp_dir(test);
+    let hints = dir.join("hints.json");
+    run(Command::new(BIN)
+        .args(["hints", "--graph"])
+        .arg(&graph)
+        .arg("-o")
+        .arg(&hints));
+    let hints = hints.to_str().unwrap();
+    let with = nix.build("image", &[("layeringHints", hints)]);
+    let without = nix.build("image", &[]);
+    let conf = |image: &Path| {
+        // The image's derivation depends on the hints file only through
+        // conf.json's layering.
+        let drv = run(Command::new("nix-store")
+            .arg("--query")
+            .arg("--deriver")
+            .arg(image));
+        stdout_text(&drv)
+    };
+    assert_ne!(
+        conf(&with),
+        conf(&without),
+        "the hints file changed nothing"
+    );
+    let image = Image::read(&fs::read(&with).unwrap());
+    assert!(!image.diff_ids().is_empty());
+    let _ = fs::remove_dir_all(&dir);
 }

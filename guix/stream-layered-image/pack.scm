@@ -3,8 +3,10 @@
 ;;;
 ;;; In a file for `guix build -f' (run with `-L guix' from this checkout):
 ;;;
-;;;   (use-modules (gnu) (stream-layered-image pack))
-;;;   (use-package-modules base bash)
+;;;   (use-modules (guix profiles)            ;packages->manifest
+;;;                (gnu packages base)        ;hello
+;;;                (gnu packages bash)        ;bash
+;;;                (stream-layered-image pack))
 ;;;
 ;;;   (manifest->layered-docker-image
 ;;;    "hello"
@@ -15,42 +17,89 @@
 ;;;
 ;;; The image is a computed-file: its build gets the closure of the profile
 ;;; from #:references-graphs and runs (stream-layered-image spec) on it,
-;;; with stream-layered-image as the build step.
+;;; with stream-layered-image as the build step.  Every program the build
+;;; runs (the tool, the compressor, guile) is an argument whose default is
+;;; Guix's package; the defaults are looked up only when they are used, so
+;;; loading this module loads no (gnu packages ...) module.
 
 (define-module (stream-layered-image pack)
   #:use-module (guix gexp)
   #:use-module (guix modules)
   #:use-module (guix profiles)
   #:use-module (guix search-paths)
+  #:use-module ((guix packages) #:select (package?))
   #:use-module ((guix store) #:select (%store-prefix))
-  #:use-module (gnu packages base)
-  #:use-module (gnu packages compression)
-  #:use-module (stream-layered-image package)
   #:use-module ((stream-layered-image spec)
-                #:select (system->docker-architecture))
+                #:select (system->docker-architecture
+                          friendly-name))
   #:use-module (ice-9 match)
-  #:export (layered-docker-image
+  #:export (%compressors
+            compressor-extension
+            compressor-command
+            layered-docker-image
             manifest->layered-docker-image))
 
+(define (package-ref module name)
+  "The variable NAME of MODULE, resolved when first needed: a (gnu packages
+...) module costs seconds to load, and nothing needs it when the caller
+passes every tool."
+  (module-ref (resolve-interface module) name))
+
 (define %compressors
-  ;; name -> (extension . command), as guix pack names them.
-  `((gzip ".gz" ,(file-append gzip "/bin/gzip") "-9n")
-    (zstd ".zst" ,(file-append zstd "/bin/zstd") "-19" "-q")
-    (xz ".xz" ,(file-append xz "/bin/xz") "-e")
+  ;; name -> (extension package-module package program argument ...), with
+  ;; the arguments guix pack uses.
+  '((gzip ".gz" (gnu packages compression) gzip "gzip" "-9n")
+    (zstd ".zst" (gnu packages compression) zstd "zstd" "-19" "-q")
+    (xz ".xz" (gnu packages compression) xz "xz" "-e")
     (none "")))
+
+(define (compressor-entry compressor)
+  (or (assq-ref %compressors compressor)
+      (error "unknown compressor (expected gzip, zstd, xz or none):"
+             compressor)))
+
+(define (compressor-extension compressor)
+  "The file name extension of an image compressed with COMPRESSOR."
+  (car (compressor-entry compressor)))
+
+(define* (compressor-command compressor #:optional program)
+  "A gexp of the command (PROGRAM ARGUMENT ...) that compresses with
+COMPRESSOR, a symbol of %compressors, or #f for 'none.  PROGRAM is the
+compressor's executable, a file-like object; by default, the program of
+Guix's package."
+  (match (compressor-entry compressor)
+    ((extension) #f)
+    ((extension module package-name executable . arguments)
+     (let ((program (or program
+                        (file-append (package-ref module package-name)
+                                     "/bin/" executable))))
+       #~(list #+program #$@arguments)))))
+
+(define (tool-executable tool)
+  ;; A package holds bin/stream-layered-image; anything else (a local-file,
+  ;; a file-append) is the executable itself.
+  (if (package? tool)
+      (file-append tool "/bin/stream-layered-image")
+      tool))
 
 (define* (layered-docker-image name profile
                                #:key
-                               (tool stream-layered-image)
+                               (tool (package-ref '(stream-layered-image package)
+                                                  'stream-layered-image))
                                (max-layers 100)
                                (strategy 'size)
+                               hints
                                entry-point
                                (entry-point-arguments '())
                                (symlinks '())
                                image-tag
                                (compressor 'gzip)
+                               compressor-program
                                (config '())
-                               (system (%current-system))
+                               system
+                               (locale "C.UTF-8")
+                               guile
+                               (local-build? #f)
                                explain?)
   "Return a file-like object: a Docker image archive (for `docker load') of
 PROFILE, a <profile>, and its closure, in at most MAX-LAYERS layers counting
@@ -59,26 +108,45 @@ the customisation layer, as `guix pack -f docker --max-layers' does.
 STRATEGY chooses which store items share a layer: 'size (the default, Guix's
 rule: the largest items get a layer each), 'default (stream-layered-image's
 own, which keeps layers stable across updates; see its README),
-'popularity or 'auto.  ENTRY-POINT is a file name relative to the profile,
-run with ENTRY-POINT-ARGUMENTS; SYMLINKS are (SOURCE -> TARGET) pairs, as
-`guix pack -S' takes them; the environment is the profile's search paths.
-IMAGE-TAG is the repository name (default: NAME).  COMPRESSOR is one of
-'gzip, 'zstd, 'xz or 'none.  CONFIG is an association list of more entries
-of the image config (such as (\"WorkingDir\" . \"/root\")).  TOOL is the
-stream-layered-image package."
-  (define compression
-    (or (assq-ref %compressors compressor)
-        (error "unknown compressor (expected gzip, zstd, xz or none):"
-               compressor)))
+'popularity or 'auto.  HINTS, when true, is a file-like object passed to
+`stream-layered-image layers --hints'.  ENTRY-POINT is a file name relative
+to the profile, run with ENTRY-POINT-ARGUMENTS; SYMLINKS are (SOURCE ->
+TARGET) pairs, as `guix pack -S' takes them; the environment is the
+profile's search paths.  IMAGE-TAG is the repository name (default: the
+manifest's friendly name, as guix pack makes it); the tag is `latest'.
+COMPRESSOR is one of 'gzip, 'zstd, 'xz or 'none.  CONFIG is an association
+list of more entries of the image config (such as (\"WorkingDir\" .
+\"/root\")).
 
-  (define compressor-command
-    (match (cdr compression)
-      ((extension) #f)
-      ((extension . command) #~(list #+@command))))
+The image's architecture is that of SYSTEM, by default the system (or
+target) the image is built for, as `guix build --system' sets it.  The
+build runs in LOCALE (#f: the C locale), so that file names that are not
+ASCII survive.
+
+The programs: TOOL is the stream-layered-image package (or its executable,
+a file-like object), COMPRESSOR-PROGRAM the compressor's executable
+(default: from Guix's package), GUILE the guile package the build runs
+with (default: Guix's).  LOCAL-BUILD? is passed on, as for any derivation;
+guix pack offloads its image builds, so it is #f by default."
+  (define extension (compressor-extension compressor))
+
+  (define compress
+    (compressor-command compressor compressor-program))
 
   (define search-paths
     (map search-path-specification->sexp
          (manifest-search-paths (profile-content profile))))
+
+  (define repository
+    (or image-tag
+        (friendly-name (map manifest-entry-name
+                            (manifest-entries (profile-content profile))))))
+
+  (define architecture
+    (if system
+        (system->docker-architecture system)
+        (let-system (system target)
+          (system->docker-architecture (or target system)))))
 
   (define (imported-module? name)
     ;; source-module-closure follows Guix's modules only by default.
@@ -95,6 +163,9 @@ stream-layered-image package."
           (use-modules (stream-layered-image spec)
                        (guix search-paths)
                        (ice-9 match))
+
+          (when #$locale
+            (setlocale LC_ALL #$locale))
 
           (define environment
             (map (match-lambda
@@ -117,27 +188,30 @@ stream-layered-image package."
 
           (build-layered-image
            #$output
-           #:tool #+(file-append tool "/bin/stream-layered-image")
+           #:tool #+(tool-executable tool)
            ;; Written by #:references-graphs: the profile's closure.
            #:graph "profile"
            #:store-dir #$(%store-prefix)
            #:max-layers #$max-layers
            #:strategy '#$strategy
+           #:hints #$hints
            #:explain? #$explain?
            #:config config
-           #:architecture #$(system->docker-architecture system)
+           #:architecture #$architecture
            #:repo-tag (string-append
-                       (canonicalize-repository-name #$(or image-tag name))
+                       (canonicalize-repository-name #$repository)
                        ":latest")
            #:profile #$profile
            #:symlinks '#$symlinks
-           #:tar #+(file-append tar "/bin/tar")
-           #:sha256sum #+(file-append coreutils "/bin/sha256sum")
-           #:compressor #$compressor-command))))
+           ;; As guix pack: the store directory itself is in the image.
+           #:directories '(("/tmp" . #o1777) (#$(%store-prefix) . #o755))
+           #:compressor #$compress))))
 
-  (computed-file (string-append name ".tar" (car compression))
-                 build
-                 #:options `(#:references-graphs (("profile" ,profile)))))
+  (apply computed-file (string-append name ".tar" extension)
+         build
+         #:local-build? local-build?
+         #:options `(#:references-graphs (("profile" ,profile)))
+         (if guile (list #:guile guile) '())))
 
 (define* (manifest->layered-docker-image name manifest . args)
   "Like layered-docker-image, for the profile of MANIFEST."

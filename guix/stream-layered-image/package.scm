@@ -26,11 +26,15 @@
 
 (define (crate-origin name version checksum)
   "The .crate file of NAME at VERSION from crates.io; CHECKSUM is the
-hexadecimal sha256 Cargo.lock records for it."
+hexadecimal sha256 Cargo.lock records for it.  The file is named as Guix
+names a crate's source (crate-name->package-name: `rust-', lower case, `_'
+and `.' as `-'), so it is the same store item as Guix's own crate package's
+source."
   (origin
     (method url-fetch)
     (uri (crate-uri name version))
-    (file-name (string-append "rust-" name "-" version ".tar.gz"))
+    (file-name (string-append (downstream-package-name "rust-" name)
+                              "-" version ".tar.gz"))
     (hash (content-hash (base16-string->bytevector checksum) sha256))))
 
 (define %crates
@@ -42,6 +46,19 @@ hexadecimal sha256 Cargo.lock records for it."
 (define %version
   (call-with-input-file (checkout-file "Cargo.toml")
     (lambda (port) (cargo-toml-package-field port "version"))))
+
+;; The oldest rustc that builds Cargo.lock's crates: the newest rust-version
+;; among them (their own Cargo.toml files say it; Cargo.lock does not), or
+;; this package's, whichever is newer.  tests/guix_e2e.rs keeps it equal to
+;; what the locked crates say, and compares it with Guix's rust.
+(define %locked-crates-rust-version "1.88")
+
+(define %rust-version
+  (let ((own (call-with-input-file (checkout-file "Cargo.toml")
+               (lambda (port) (cargo-toml-package-field port "rust-version")))))
+    (if (version>? own %locked-crates-rust-version)
+        own
+        %locked-crates-rust-version)))
 
 (define (source-file? file stat)
   ;; Without Git (a tarball of the sources), everything but build outputs.
@@ -60,7 +77,41 @@ hexadecimal sha256 Cargo.lock records for it."
      (list #:install-source? #f
            ;; The integration tests drive docker, podman, nix-build and
            ;; guile, which the build environment does not have.
-           #:cargo-test-flags ''("--lib" "--bins")))
+           #:cargo-test-flags ''("--lib" "--bins")
+           #:phases
+           #~(modify-phases %standard-phases
+               (add-before 'build 'check-rustc-version
+                 ;; An older rustc fails deep in some crate's build; say
+                 ;; what is needed instead.  Pass #:rust to build with
+                 ;; another one.
+                 (lambda _
+                   (define (numbers version)
+                     (map (lambda (n) (or (string->number n) 0))
+                          (string-split version #\.)))
+                   (define (older? a b)
+                     (let loop ((a (numbers a)) (b (numbers b)))
+                       (cond ((null? b) #f)
+                             ((null? a) #t)
+                             ((< (car a) (car b)) #t)
+                             ((> (car a) (car b)) #f)
+                             (else (loop (cdr a) (cdr b))))))
+                   (let* ((port ((@ (ice-9 popen) open-pipe*) OPEN_READ
+                                 "rustc" "--version"))
+                          (line ((@ (ice-9 rdelim) read-line) port))
+                          (version (cadr (string-split line #\space))))
+                     ((@ (ice-9 popen) close-pipe) port)
+                     (when (older? version #$%rust-version)
+                       (error (string-append
+                               "rustc " version " is older than "
+                               #$%rust-version ", the rust-version that "
+                               "Cargo.lock's crates need; pass #:rust"))))))
+               (add-after 'configure 'use-bundled-zstd
+                 ;; cargo-build-system asks zstd-sys to link the system's
+                 ;; zstd through pkg-config.  The crate's own copy instead:
+                 ;; zstd-compressed layers are then the same bytes as those
+                 ;; of a build by cargo or Nix, whatever zstd Guix has.
+                 (lambda _
+                   (unsetenv "ZSTD_SYS_USE_PKG_CONFIG"))))))
     (inputs %crates)
     (home-page #f)                      ;no public home page yet
     (synopsis "Stream layered container images of store items")

@@ -8,6 +8,7 @@
 ;;;   1. asks `stream-layered-image layers' how to split the closure into
 ;;;      layers (Guix's `size' rule by default),
 ;;;   2. makes the customisation layer (symlinks into the profile, /tmp),
+;;;      with `stream-layered-image custom-layer', deterministically,
 ;;;   3. writes the JSON spec stream-layered-image reads, and
 ;;;   4. runs stream-layered-image on it, compressing the archive if asked.
 
@@ -33,6 +34,7 @@
             run-layers
 
             canonicalize-repository-name
+            friendly-name
             system->docker-architecture
 
             populate-image-root
@@ -173,13 +175,16 @@ each, the rest share the last), `default' (stream-layered-image's own),
       (error "unknown layering strategy (expected one of size, default, \
 popularity, auto):" strategy)))
 
-(define* (layers-arguments graph budget #:key (strategy 'size) exclude explain?)
+(define* (layers-arguments graph budget
+                           #:key (strategy 'size) exclude hints explain?)
   "The arguments of `stream-layered-image layers' that split the closure in
-the references graph file GRAPH into at most BUDGET layers."
+the references graph file GRAPH into at most BUDGET layers.  HINTS, when
+true, is a hints file for `--hints'; without it, nothing is added."
   `("layers" "--graph" ,graph
     "--max-layers" ,(number->string budget)
     "--strategy" ,(layering-strategy->string strategy)
     ,@(if exclude (list "--exclude" exclude) '())
+    ,@(if hints (list "--hints" hints) '())
     ,@(if explain? '("--explain") '())))
 
 (define (read-all port)
@@ -189,12 +194,14 @@ the references graph file GRAPH into at most BUDGET layers."
           (string-concatenate-reverse chunks)
           (loop (cons chunk chunks))))))
 
-(define* (run-layers tool graph budget #:key (strategy 'size) exclude explain?)
+(define* (run-layers tool graph budget
+                     #:key (strategy 'size) exclude hints explain?)
   "Run TOOL (the stream-layered-image executable) to layer the references
 graph file GRAPH; return its `store_layers' JSON text."
   (let* ((args (layers-arguments graph budget
                                  #:strategy strategy
                                  #:exclude exclude
+                                 #:hints hints
                                  #:explain? explain?))
          (port (apply open-pipe* OPEN_READ tool args))
          (text (read-all port))
@@ -224,6 +231,17 @@ a-z, 0-9, `_', `-' and `.' replaced by `.', 2 to 255 characters."
     (cond ((> len 255) (string-take mapped 255))
           ((< len 2) (string-append mapped (make-string (- 2 len) #\a)))
           (else mapped))))
+
+(define (friendly-name names)
+  "The repository name guix pack gives an image of a manifest whose entries
+have NAMES: the names joined with `-', the last ones dropped while the
+result has 40 characters or more and more than one name is left."
+  (let loop ((names names))
+    (let ((joined (string-join names "-")))
+      (if (or (< (string-length joined) 40)
+              (<= (length names) 1))
+          joined
+          (loop (drop-right names 1))))))
 
 (define (system->docker-architecture system)
   "The Go architecture name Docker uses for SYSTEM, a Guix system type such as
@@ -275,30 +293,13 @@ TARGET is relative to PROFILE, as `guix pack -S' takes them."
     (unless (zero? (status:exit-val status))
       (error "command failed:" (cons program args)))))
 
-(define (command-output program . args)
-  (let* ((port (apply open-pipe* OPEN_READ program args))
-         (text (read-all port))
-         (status (close-pipe port)))
-    (unless (zero? (status:exit-val status))
-      (error "command failed:" (cons program args)))
-    text))
-
-(define* (make-customisation-layer root directory
-                                   #:key (tar "tar") (sha256sum "sha256sum")
-                                   (mtime 1))
-  "Pack ROOT into DIRECTORY/layer.tar with GNU TAR (names sorted, owners
-root, every mtime MTIME, as `guix pack' does) and write its sha256 to
-DIRECTORY/checksum: the `customisation_layer' of a spec."
-  (mkdir-p directory)
-  (let ((layer (string-append directory "/layer.tar")))
-    (invoke tar "-C" root "-cf" layer
-            "--format=gnu" "--sort=name"
-            (string-append "--mtime=@" (number->string mtime))
-            "--owner=root:0" "--group=root:0" "--numeric-owner"
-            "--hard-dereference" ".")
-    (let ((sum (car (string-split (command-output sha256sum layer) #\space))))
-      (call-with-output-file (string-append directory "/checksum")
-        (lambda (port) (put-string port sum) (newline port))))))
+(define* (make-customisation-layer tool root directory #:key (mtime 1))
+  "Make DIRECTORY the `customisation_layer' of a spec: layer.tar, the tree
+ROOT packed by TOOL (the stream-layered-image executable) with every owner
+root and every mtime MTIME, and its sha256 in DIRECTORY/checksum.  The
+archive depends on the tree only, not on any tar that happens to be around."
+  (invoke tool "custom-layer" "--root" root "--out" directory
+          "--mtime" (number->string mtime)))
 
 
 ;;;
@@ -350,18 +351,17 @@ file names); CONFIG the image config's \"config\" object."
 (define* (build-layered-image output
                               #:key tool graph
                               (store-dir "/gnu/store")
-                              (max-layers 100) (strategy 'size) exclude
+                              (max-layers 100) (strategy 'size) exclude hints
                               (config '()) (architecture "amd64")
                               repo-tag (created "1970-01-01T00:00:01Z")
                               profile (symlinks '())
                               (directories '(("/tmp" . #o1777)))
-                              (tar "tar") (sha256sum "sha256sum")
                               compressor explain?
                               (work-directory "."))
   "Write to OUTPUT a docker-archive of the closure in the references graph
 file GRAPH, with at most MAX-LAYERS layers counted as `guix pack' counts
-them (the customisation layer included), split by STRATEGY.  TOOL is the
-stream-layered-image executable.  The customisation layer holds DIRECTORIES
+them (the customisation layer included), split by STRATEGY (and HINTS, a file for `layers --hints', when true).
+TOOL is the stream-layered-image executable.  The customisation layer holds DIRECTORIES
 and SYMLINKS into PROFILE (see populate-image-root).  COMPRESSOR, when true,
 is a command such as (\"gzip\" \"-9n\") that compresses its file argument
 to stdout with `-c'."
@@ -380,12 +380,13 @@ to stdout with `-c'."
     (let ((layers (run-layers tool graph budget
                               #:strategy strategy
                               #:exclude exclude
+                              #:hints hints
                               #:explain? explain?)))
       (populate-image-root root
                            #:profile profile
                            #:symlinks symlinks
                            #:directories directories)
-      (make-customisation-layer root custom #:tar tar #:sha256sum sha256sum)
+      (make-customisation-layer tool root custom)
       (write-docker-spec spec-file
                          (docker-spec #:store-layers layers
                                       #:store-dir store-dir

@@ -3,8 +3,9 @@
 # mtime and the fields the Nix expression computed (confFields).
 # Environment: sli, fromImage, maxLayers, created, createdJSON, mtime,
 # mtimeJSON, repoTagJSON, repoNameJSON, confFields, includeStorePaths,
-# excludePaths, layersArgs, pipelineJSON (optional), debug; the file `graph`
-# (exportReferencesGraph) when includeStorePaths is set.
+# excludePaths, layersArgs, pipelineJSON (optional), debug; graph (the
+# closure's references graph, JSON with narSize) when includeStorePaths is
+# set.
 set -u
 
 # Layers the base image takes: the length of .[0].Layers in its manifest.
@@ -63,7 +64,7 @@ if [ -n "$includeStorePaths" ]; then
     fi
     echo "conf: layering the closure into at most $budget layers"
     # shellcheck disable=SC2086 # layersArgs is a list
-    "$sli" layers --graph graph --max-layers "$budget" --exclude exclude $layersArgs "$@" >layers.json
+    "$sli" layers --graph "$graph" --max-layers "$budget" --exclude exclude $layersArgs "$@" >layers.json
 else
     echo '[]' >layers.json
 fi

@@ -1,6 +1,7 @@
 # The customisation layer: the trees of `contents` merged into one root (as
-# symlinkJoin does: directories are made, everything else is linked, the
-# first path that provides a name wins), changed by extraCommands, then
+# symlinkJoin's lndir does: directories are made, files are linked, links
+# are copied, the first path that provides a name wins), changed by
+# extraCommands, then
 # packed by pack-layer.sh (under fakeroot, and in proot with
 # enableFakechroot) into $out/layer.tar, with its sha256 in $out/checksum.
 # Environment: shell, contents, extraCommands, fakeRootCommands,
@@ -37,11 +38,9 @@ merge() {
         elif [ -e "$dst" ] || [ -L "$dst" ]; then
             : # an earlier path provides it
         elif [ -L "$src/$rel" ]; then
-            target=$(readlink "$src/$rel")
-            case $target in
-            /*) ln -s "$target" "$dst" ;;
-            *) ln -s "$src/$rel" "$dst" ;;
-            esac
+            # As lndir (symlinkJoin) does: a link is copied, its target as
+            # it is, so a relative link stays relative to the image root.
+            ln -s "$(readlink "$src/$rel")" "$dst"
         else
             ln -s "$src/$rel" "$dst"
         fi
@@ -53,8 +52,10 @@ for p in $contents; do
     merge "$p"
 done
 
+# User code runs as in a stdenv builder: without `set -u`, from the root.
 if [ -n "$extraCommands" ]; then
     (
+        set +u
         cd "$root"
         eval "$extraCommands"
     )

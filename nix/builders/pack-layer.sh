@@ -7,7 +7,10 @@
 set -u
 
 if [ -n "$fakeRootCommands" ]; then
+    # As in a stdenv builder: no `set -u` for user code.
+    set +u
     eval "$fakeRootCommands"
+    set -u
 fi
 
 if [ -n "$gnu_tar" ]; then

@@ -162,6 +162,9 @@ pub enum Command {
     /// Show which layers of NEW a host that has OLD already holds, and what
     /// pulling NEW transfers.
     Diff(DiffArgs),
+    /// Write a spec's customisation layer (DIR/layer.tar and DIR/checksum)
+    /// from a tree, deterministically; prints its sha256.
+    CustomLayer(CustomLayerArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -202,6 +205,21 @@ pub struct LayersArgs {
     /// answer line each; - for stdin.
     #[arg(long, value_name = "FILE")]
     pub batch: Option<PathBuf>,
+}
+
+/// `custom-layer`: a customisation layer from a tree.
+#[derive(Debug, Args)]
+pub struct CustomLayerArgs {
+    /// The tree (its root is not itself a member).
+    #[arg(long, value_name = "DIR")]
+    pub root: PathBuf,
+    /// Where layer.tar and checksum go (created if need be).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Modification time of every member, in seconds since the epoch
+    /// (guix pack's and nixpkgs' own default: 1).
+    #[arg(long, value_name = "SECONDS", default_value_t = 1, allow_hyphen_values = true)]
+    pub mtime: i64,
 }
 
 /// `diff`: two docker-archives compared layer by layer.

@@ -2,6 +2,7 @@
 //! per subcommand, each a thin layer over the library.
 pub mod args;
 pub mod build;
+pub mod custom_layer;
 pub mod diff;
 pub mod layers;
 pub mod output;

@@ -64,7 +64,27 @@
     "--exclude" "x" "--explain")
   (layers-arguments "g" 3 #:strategy 'default #:exclude "x" #:explain? #t))
 
+(test-equal "a hints file is passed to layers"
+  '("layers" "--graph" "g" "--max-layers" "3" "--strategy" "size"
+    "--hints" "/gnu/store/abc-hints.json")
+  (layers-arguments "g" 3 #:hints "/gnu/store/abc-hints.json"))
+
 (test-error "unknown strategy" #t (layering-strategy->string 'largest))
+
+;; guix pack's rule: join the names; drop the last ones while 40 or more
+;; characters and more than one name remain.
+(test-equal "friendly name of one entry" "hello" (friendly-name '("hello")))
+(test-equal "friendly name of a few entries" "hello-bash-coreutils"
+  (friendly-name '("hello" "bash" "coreutils")))
+(test-equal "friendly name drops the last entries"
+  "python-numpy-scipy-matplotlib-jupyter"
+  (friendly-name '("python-numpy-scipy-matplotlib" "jupyter" "pandas")))
+(test-equal "friendly name of exactly 40 characters drops one"
+  (make-string 20 #\a)
+  (friendly-name (list (make-string 20 #\a) (make-string 19 #\b))))
+(test-equal "friendly name of one long entry stays whole"
+  (make-string 50 #\x)
+  (friendly-name (list (make-string 50 #\x))))
 
 (test-equal "repository names" "my.image_name." (canonicalize-repository-name "My/Image_Name!"))
 (test-equal "short repository names" "xa" (canonicalize-repository-name "-x-"))

@@ -21,6 +21,8 @@
   hostPrefix ? "/usr",
   maxLayers ? 4,
   layeringStrategy ? "default",
+  # a hints file for `layers --hints` (a path on this machine), or none
+  layeringHints ? null,
   name ? "sli-nix-test",
 }:
 
@@ -121,6 +123,14 @@ let
 
   common = {
     inherit name layeringStrategy;
+    layeringHints =
+      if layeringHints == null then
+        null
+      else
+        builtins.path {
+          path = /. + layeringHints;
+          name = "hints.json";
+        };
     # --argstr maxLayers N works too
     maxLayers = if builtins.isString maxLayers then builtins.fromJSON maxLayers else maxLayers;
     contents = [
@@ -132,10 +142,15 @@ let
       Env = [ "PATH=/bin" ];
       Labels."org.example.variant" = variant;
     };
+    # As in a stdenv builder: sed on PATH, no `set -u`, NIX_BUILD_TOP set.
     extraCommands = ''
       mkdir -p tmp var/empty
       echo "made by extraCommands" > etc-note
+      echo "hello world" | sed 's/world/sed/' > stdenv-note
+      echo "unset: [$SLI_TEST_NOT_SET]" >> stdenv-note
+      if [ -d "$NIX_BUILD_TOP" ]; then echo "build top bound" >> stdenv-note; fi
     '';
+    passthru.sliTest = "user passthru";
     fakeRootCommands = ''
       chown 1000:100 var/empty
       chmod 1777 tmp
