@@ -192,6 +192,9 @@ let
       # The image config's "config" object (Cmd, Env, ...).
       config ? { },
       architecture ? architecture',
+      # The CPU variant an image index names with the architecture (e.g.
+      # "v8" for arm64), for multiPlatformImage; null: none.
+      variant ? null,
       # "now" or an ISO 8601 time.
       created ? "1970-01-01T00:00:01Z",
       # The modification time of every file in the store layers.
@@ -323,7 +326,8 @@ let
               t = toJSON "${imageName}:";
             in
             substring 0 (stringLength t - 1) t;
-          confFields = jsonFields {
+          confFields = jsonFields (
+            {
             inherit
               architecture
               config
@@ -334,9 +338,12 @@ let
               ;
             os = "linux";
             store_dir = storeDir;
+          }
+          // (if variant == null then { } else { inherit variant; })
+          // {
             from_image = if fromImage == null then null else "${fromImage}";
             customisation_layer = "${customisationLayer}";
-          };
+          });
           includeStorePaths = flag includeStorePaths;
           excludePaths = [
             closureRoot
@@ -410,8 +417,31 @@ let
       inherit stream;
       inherit (stream) imageName imageTag meta;
     };
+  # One image for several platforms: the streamLayeredImage results of
+  # `images` (a list, or an attribute set such as { x86_64-linux = ...;
+  # aarch64-linux = ...; }), each with its own architecture (and variant).
+  # The result is a script that builds them all and an OCI image index
+  # naming each with its platform: `./result --push REGISTRY/NAME:TAG`, or
+  # `./result --format oci-archive -o image.tar`. Extra arguments go to
+  # stream-layered-image.
+  multiPlatformImage =
+    {
+      name,
+      images,
+    }:
+    let
+      list = if builtins.isAttrs images then builtins.attrValues images else images;
+    in
+    step "stream-${baseNameOf name}" ./builders/multi-platform-script.sh {
+      inherit sli;
+      confs = map (image: "${image.conf}") list;
+    }
+    // {
+      images = list;
+      isExe = true;
+    };
 in
 {
-  inherit streamLayeredImage buildLayeredImage;
+  inherit streamLayeredImage buildLayeredImage multiPlatformImage;
   defaultArchitecture = architecture';
 }

@@ -736,14 +736,10 @@ fn guix_docker_layered_command() {
 /// Guix's `rust` (the default of cargo-build-system) is recent enough for
 /// the rustc the package records as Cargo.lock's need (checked against the
 /// crates by `guix_package_knows_the_rust_cargo_lock_needs`). Read from the
-/// Guix tree's gnu/packages/rust.scm: loading it takes minutes.
-///
-/// It fails today: Cargo.lock's newest crates (icu_* 2.4 through url and
-/// ureq, proptest 1.12) need rustc 1.88, and the Guix snapshot the tests
-/// use has rust 1.82. Building with Guix needs a Guix with rust 1.88 (or
-/// `#:rust`), or older locked crates.
+/// Guix tree's gnu/packages/rust.scm: loading it takes minutes. (The
+/// crates are locked to what Cargo.toml's rust-version builds; a lock
+/// needing a newer rustc fails here.)
 #[test]
-#[ignore = "fails: Cargo.lock needs rustc 1.88, the Guix snapshot has rust 1.82"]
 fn guix_rust_is_recent_enough_for_cargo_lock() {
     let Some(tree) = start_daemon() else { return };
     let rust_scm = fs::read_to_string(tree.join("gnu/packages/rust.scm")).unwrap();

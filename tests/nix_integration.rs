@@ -947,3 +947,51 @@ fn layering_hints_reach_layers() {
     assert!(!image.diff_ids().is_empty());
     let _ = fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn multi_platform_image_script_writes_an_index() {
+    let test = "multi_platform_image_script_writes_an_index";
+    let Some(nix) = Nix::get(test) else { return };
+    if which("skopeo").is_none() {
+        unavailable::<()>(test, "no skopeo on PATH");
+        return;
+    }
+    let script = nix.build("multi", &[]);
+    let dir = temp_dir(test);
+    let archive = dir.join("multi.tar");
+    let out = Command::new(&script)
+        .args(["--quiet", "--format", "oci-archive", "-o"])
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci-archive:{}:multi", archive.display()))
+        .output()
+        .unwrap();
+    assert!(
+        raw.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    let index: Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let platforms: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let p = &m["platform"];
+            [&p["os"], &p["architecture"], &p["variant"]]
+                .iter()
+                .filter_map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join("/")
+        })
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64/v8"]);
+}

@@ -51,7 +51,7 @@ source."
 ;; among them (their own Cargo.toml files say it; Cargo.lock does not), or
 ;; this package's, whichever is newer.  tests/guix_e2e.rs keeps it equal to
 ;; what the locked crates say, and compares it with Guix's rust.
-(define %locked-crates-rust-version "1.88")
+(define %locked-crates-rust-version "1.82")
 
 (define %rust-version
   (let ((own (call-with-input-file (checkout-file "Cargo.toml")

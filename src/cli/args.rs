@@ -218,7 +218,12 @@ pub struct CustomLayerArgs {
     pub out: PathBuf,
     /// Modification time of every member, in seconds since the epoch
     /// (guix pack's and nixpkgs' own default: 1).
-    #[arg(long, value_name = "SECONDS", default_value_t = 1, allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 1,
+        allow_hyphen_values = true
+    )]
     pub mtime: i64,
 }
 

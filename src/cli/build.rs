@@ -407,6 +407,10 @@ impl Outcome {
                 sinks.push(registry);
             }
         }
+        if sinks.is_empty() {
+            // Every destination failed on an earlier image.
+            return Ok(());
+        }
         let names: Vec<String> = sinks.iter().map(|s| s.destination()).collect();
         match pipeline::run(plan, &mut sinks, progress) {
             Ok(_) => Ok(()),

@@ -153,7 +153,9 @@ fn checksum(diff_id: &Sha256Digest, compression: Compression, blob: &BlobRef) ->
     Sha256Digest::of(text.as_bytes()).hex()
 }
 
-fn parse_entry(
+/// Reads an entry's bytes as the entry of the layer `diff_id` compressed
+/// this way; why not, when it is not one to trust.
+pub fn parse_entry(
     bytes: &[u8],
     diff_id: &Sha256Digest,
     compression: Compression,

@@ -204,6 +204,23 @@ in
     }
   );
 
+  # One image for two platforms (both specs name the same store paths: the
+  # index is what is tested, not a cross build).
+  multi = core.multiPlatformImage {
+    name = "sli-nix-test-multi";
+    images = {
+      amd64 = core.streamLayeredImage (common // { architecture = "amd64"; tag = "multi"; });
+      arm64 = core.streamLayeredImage (
+        common
+        // {
+          architecture = "arm64";
+          variant = "v8";
+          tag = "multi";
+        }
+      );
+    };
+  };
+
   # No store layers at all.
   noStore = core.buildLayeredImage (
     common
