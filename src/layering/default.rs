@@ -210,7 +210,7 @@ fn cluster(groups: &mut [Option<Group>], max_layers: usize) {
             c.list
                 .retain(|&(_, _, b, v)| groups[b].as_ref().is_some_and(|g| g.version == v));
             match c.list.first() {
-                Some(&e) if c.threshold.map_or(true, |t| (e.0, e.1) < t) => return Some(e),
+                Some(&e) if c.threshold.is_none_or(|t| (e.0, e.1) < t) => return Some(e),
                 None if c.threshold.is_none() => return None,
                 _ => cands[a] = Some(full_scan(groups, a)),
             }
@@ -227,7 +227,7 @@ fn cluster(groups: &mut [Option<Group>], max_layers: usize) {
                 continue;
             };
             let key = (*d, ga.first.min(*b_first), ga.first.max(*b_first));
-            if pick.as_ref().map_or(true, |(k, _, _)| key < *k) {
+            if pick.as_ref().is_none_or(|(k, _, _)| key < *k) {
                 pick = Some((key, a, *b));
             }
         }
@@ -408,7 +408,7 @@ mod tests {
                             ga.first.min(gb.first),
                             ga.first.max(gb.first),
                         );
-                        if pick.as_ref().map_or(true, |(k, _, _)| key < *k) {
+                        if pick.as_ref().is_none_or(|(k, _, _)| key < *k) {
                             pick = Some((key, a, b));
                         }
                     }

@@ -67,7 +67,7 @@ impl<M: Members> OciLayout<M> {
         let new = self
             .multi
             .as_mut()
-            .map_or(true, |images| images.written.insert(digest));
+            .is_none_or(|images| images.written.insert(digest));
         if new {
             self.members
                 .small_file(&oci::blob_path(&digest), data, mtime)?;
