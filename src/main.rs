@@ -9,6 +9,7 @@ fn main() -> ExitCode {
     let result = match args.first().and_then(|a| a.to_str()) {
         Some("layers") => cli::layers::main(args.split_off(1)),
         Some("diff") => cli::diff::main(args.split_off(1)),
+        Some("hints") => cli::hints::main(args.split_off(1)),
         _ => cli::build::main(args),
     };
     match result {

@@ -885,7 +885,10 @@ fn maybe_par_zip<U: Sync, T: Send>(
             .map(|(&x, u)| f(x as usize, u))
             .collect()
     } else {
-        list.iter().zip(with).map(|(&x, u)| f(x as usize, u)).collect()
+        list.iter()
+            .zip(with)
+            .map(|(&x, u)| f(x as usize, u))
+            .collect()
     }
 }
 
@@ -1227,7 +1230,10 @@ mod coarsening_tests {
             }
         }
         let ratio = coarse_total as f64 / exact_total as f64;
-        assert!(ratio < 1.05, "coarsening costs {ratio:.3} times the exact merge");
+        assert!(
+            ratio < 1.05,
+            "coarsening costs {ratio:.3} times the exact merge"
+        );
     }
 
     #[test]
