@@ -179,14 +179,18 @@ impl Hints {
         let mut observed: HashMap<&str, [u32; 3]> = HashMap::new();
         for node in graph.nodes() {
             let (name, version) = package_name(&node.path);
-            let mut refs: Vec<&str> = node
+            // With their hashes: a dependency rebuilt under the same name
+            // is a change of the references.
+            let file_name = |p: &'_ str| p.rsplit('/').next().unwrap_or("").to_string();
+            let mut refs: Vec<String> = node
                 .references
                 .iter()
-                .map(|&r| base_name(&graph.node(r).path))
+                .map(|&r| file_name(&graph.node(r).path))
                 .collect();
             refs.sort_unstable();
+            let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
             let state = [
-                fingerprint(&[base_name(&node.path)]),
+                fingerprint(&[&file_name(&node.path)]),
                 fingerprint(&[version]),
                 fingerprint(&refs),
             ];
