@@ -10,10 +10,12 @@
 //! # What is learned
 //!
 //! A store path is known across versions by its *package name*: the store
-//! path's name without the hash and without the version, the version
-//! starting at the first `-` followed by a digit (as Nix's `parseDrvName`
-//! splits it): `/nix/store/<hash>-openssl-3.0.13` is `openssl`. For each
-//! package name the hints record:
+//! path's name without the hash and without the version, the version being
+//! the trailing `-`-separated parts that start with a digit, and an output
+//! name after the version kept apart: `/nix/store/<hash>-openssl-3.0.13`
+//! is `openssl`, `…-openssl-3.0.13-dev` is `openssl:dev` (see
+//! [`package_key`]). Several paths of one name in one graph are one
+//! observation. For each package name the hints record:
 //!
 //! * `changes`: how often the package itself changed. Input addressing
 //!   renames a path whenever anything below it changes, so a new store
@@ -114,18 +116,48 @@ fn base_name(path: &str) -> &str {
     }
 }
 
-/// Splits a store path's name into package name and version, as Nix's
-/// `parseDrvName` does: the version starts after the first `-` that is
-/// followed by a character other than a letter (usually a digit).
+/// Splits a store path's name into package name and version: the version
+/// is the longest run of trailing `-`-separated parts that each start with
+/// a digit (`gcc-12-base-12.2.0-14` is `gcc-12-base` at `12.2.0-14`,
+/// `openssl-3.0.13` is `openssl` at `3.0.13`). Nix's `parseDrvName` cuts at
+/// the first such part instead, which gives every `gcc-12-…` one name.
 pub fn package_name(path: &str) -> (&str, &str) {
     let name = base_name(path);
-    let bytes = name.as_bytes();
-    for i in 0..bytes.len() {
-        if bytes[i] == b'-' && bytes.get(i + 1).is_some_and(|c| !c.is_ascii_alphabetic()) {
-            return (&name[..i], &name[i + 1..]);
+    let mut cut = name.len();
+    for (i, _) in name
+        .match_indices('-')
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+    {
+        let part = &name[i + 1..cut];
+        if part.starts_with(|c: char| c.is_ascii_digit()) {
+            cut = i;
+        } else {
+            break;
         }
     }
-    (name, "")
+    if cut == 0 || cut == name.len() {
+        return (name, "");
+    }
+    (&name[..cut], &name[cut + 1..])
+}
+
+/// The key hints know a store path by: its package name, with the output
+/// name when the version ends in one (`openssl-3.0.13-dev` is
+/// `openssl:dev`), so that a package's outputs are told apart; and its
+/// version.
+pub fn package_key(path: &str) -> (String, &str) {
+    if let Some((rest, output)) = path.rsplit_once('-') {
+        if !output.is_empty() && output.bytes().all(|b| b.is_ascii_lowercase()) {
+            let (name, version) = package_name(rest);
+            if !version.is_empty() {
+                return (format!("{name}:{output}"), version);
+            }
+        }
+    }
+    let (name, version) = package_name(path);
+    (name.to_string(), version)
 }
 
 /// A stable 32-bit fingerprint (FNV-1a, folded), the same on every machine.
@@ -166,50 +198,61 @@ impl Hints {
     }
 
     fn learn_one(&mut self, graph: &Graph) {
-        let mut roots: Vec<&str> = (0..graph.len())
+        let mut roots: Vec<String> = (0..graph.len())
             .filter(|&i| graph.users(i).is_empty())
-            .map(|i| package_name(&graph.node(i).path).0)
+            .map(|i| package_key(&graph.node(i).path).0)
             .collect();
         roots.sort_unstable();
         roots.dedup();
         let image = self.image_index(&roots.join("+"));
         self.graphs += 1;
         // One observation per package name and graph, even when several of
-        // its paths (outputs, or versions side by side) are in it.
-        let mut observed: HashMap<&str, [u32; 3]> = HashMap::new();
+        // its paths are in it (outputs, or packages whose names only
+        // differ after the version): their names, versions and references
+        // together make the state, whatever their order.
+        let mut grouped: HashMap<String, Vec<(String, &str, Vec<String>)>> = HashMap::new();
+        let file_name = |p: &str| p.rsplit('/').next().unwrap_or("").to_string();
         for node in graph.nodes() {
-            let (name, version) = package_name(&node.path);
+            let (name, version) = package_key(&node.path);
             // With their hashes: a dependency rebuilt under the same name
             // is a change of the references.
-            let file_name = |p: &'_ str| p.rsplit('/').next().unwrap_or("").to_string();
             let mut refs: Vec<String> = node
                 .references
                 .iter()
                 .map(|&r| file_name(&graph.node(r).path))
                 .collect();
             refs.sort_unstable();
-            let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
-            let state = [
-                fingerprint(&[&file_name(&node.path)]),
-                fingerprint(&[version]),
-                fingerprint(&refs),
-            ];
-            // The smallest state wins, so the input order does not matter.
-            observed
+            grouped
                 .entry(name)
-                .and_modify(|s| *s = (*s).min(state))
-                .or_insert(state);
+                .or_default()
+                .push((file_name(&node.path), version, refs));
         }
+        let mut observed: Vec<(String, [u32; 3])> = grouped
+            .into_iter()
+            .map(|(name, mut paths)| {
+                paths.sort();
+                let files: Vec<&str> = paths.iter().map(|p| p.0.as_str()).collect();
+                let versions: Vec<&str> = paths.iter().map(|p| p.1).collect();
+                let refs: Vec<&str> = paths
+                    .iter()
+                    .flat_map(|p| p.2.iter().map(String::as_str).chain(["\n"]))
+                    .collect();
+                let state = [
+                    fingerprint(&files),
+                    fingerprint(&versions),
+                    fingerprint(&refs),
+                ];
+                (name, state)
+            })
+            .collect();
+        observed.sort();
         for (name, state) in observed {
-            let entry = self
-                .packages
-                .entry(name.to_string())
-                .or_insert_with(|| Package {
-                    changes: 0,
-                    seen: 0,
-                    images: Vec::new(),
-                    last: state,
-                });
+            let entry = self.packages.entry(name).or_insert_with(|| Package {
+                changes: 0,
+                seen: 0,
+                images: Vec::new(),
+                last: state,
+            });
             entry.seen += 1;
             if let Err(i) = entry.images.binary_search(&image) {
                 entry.images.insert(i, image);
@@ -274,7 +317,7 @@ impl Hints {
             .nodes()
             .iter()
             .map(|node| {
-                let changes = match self.packages.get(package_name(&node.path).0) {
+                let changes = match self.packages.get(&package_key(&node.path).0) {
                     Some(p) => {
                         known += 1;
                         p.changes as f64
@@ -504,6 +547,19 @@ mod tests {
             ("python3-django", "3.2.19-1")
         );
         assert_eq!(package_name("/nix/store/abc-hello"), ("hello", ""));
+        assert_eq!(
+            package_key("/nix/store/abc-openssl-3.0.13-dev"),
+            ("openssl:dev".to_string(), "3.0.13")
+        );
+        assert_eq!(
+            package_key("/nix/store/abc-golang-1.19-go-1.19.8-2"),
+            ("golang-1.19-go".to_string(), "1.19.8-2")
+        );
+        assert_eq!(
+            package_name("/x/abc-gcc-12-base-12.2.0-14"),
+            ("gcc-12-base", "12.2.0-14")
+        );
+        assert_eq!(package_name("/x/abc-2048-1.0"), ("2048", "1.0"));
         assert_eq!(package_name("/nix/store/abc-foo-bar-"), ("foo-bar-", ""));
     }
 }
