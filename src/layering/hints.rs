@@ -210,7 +210,9 @@ impl Hints {
         // its paths are in it (outputs, or packages whose names only
         // differ after the version): their names, versions and references
         // together make the state, whatever their order.
-        let mut grouped: HashMap<String, Vec<(String, &str, Vec<String>)>> = HashMap::new();
+        // Per name: (file name, version, sorted references) of its paths.
+        type Paths<'a> = Vec<(String, &'a str, Vec<String>)>;
+        let mut grouped: HashMap<String, Paths> = HashMap::new();
         let file_name = |p: &str| p.rsplit('/').next().unwrap_or("").to_string();
         for node in graph.nodes() {
             let (name, version) = package_key(&node.path);
