@@ -33,6 +33,7 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
     match cli.command {
         None => cli::build::run(cli.build),
         Some(Command::Layers(a)) => cli::layers::run(a),
+        Some(Command::Hints(a)) => cli::hints::run(a),
         Some(Command::Diff(a)) => cli::diff::run(a),
         Some(Command::CustomLayer(a)) => cli::custom_layer::run(a),
         Some(Command::Completions { shell }) => {

@@ -644,31 +644,33 @@ fn guix_images_on_a_real_daemon() {
 /// `#:hints` reaches `stream-layered-image layers --hints` in a real build:
 /// the tool's `hints` command learns a hints file from a graph of the same
 /// package names, and an image is built with it and the `default`
-/// strategy. Needs `hints` and `layers --hints` (issue #15): run it with
-/// `--ignored` once they are merged.
+/// strategy.
 #[test]
-#[ignore = "needs `stream-layered-image hints` and `layers --hints` (issue #15)"]
 fn guix_hints_reach_layers() {
     let Some(tools) = tools() else { return };
     let Some(tree) = start_daemon() else { return };
     let tmp = TempDir::new("guix-e2e-hints");
-    // A references graph (the #:references-graphs format) of the names the
-    // test profile holds, under other hashes, as an older version would.
-    let graph = tmp.0.join("graph");
+    // A references graph of the names the test profile holds, under other
+    // hashes, as an older version would have them (exportReferencesGraph's
+    // JSON, which carries the sizes: these paths are not on disk).
+    let graph = tmp.0.join("graph.json");
     let item = |name: &str| format!("/gnu/store/{}-{name}", "0".repeat(32));
-    let mut text = String::new();
-    for (name, refs) in [
+    let nodes: Vec<Value> = [
         ("profile", vec!["app", "busybox", "data"]),
         ("app", vec![]),
         ("busybox", vec![]),
         ("data", vec![]),
-    ] {
-        text.push_str(&format!("{}\n\n{}\n", item(name), refs.len()));
-        for r in refs {
-            text.push_str(&format!("{}\n", item(r)));
-        }
-    }
-    fs::write(&graph, text).unwrap();
+    ]
+    .into_iter()
+    .map(|(name, refs)| {
+        serde_json::json!({
+            "path": item(name),
+            "narSize": 1000,
+            "references": refs.into_iter().map(item).collect::<Vec<_>>(),
+        })
+    })
+    .collect();
+    fs::write(&graph, serde_json::to_vec(&nodes).unwrap()).unwrap();
     let hints = tmp.0.join("hints.json");
     run(Command::new(BIN)
         .args(["hints", "--graph"])

@@ -910,11 +910,8 @@ fn gnu_tools_and_fakeroot_build_the_same_store_layers() {
 
 /// `layeringHints` reaches `stream-layered-image layers --hints`: the tool's
 /// `hints` command learns a hints file from the app's references graph, and
-/// the image is built with it (default strategy) and runs. Needs `hints`
-/// and `layers --hints` (issue #15): run it with `--ignored` once they are
-/// merged.
+/// the image is built with it (default strategy) and runs.
 #[test]
-#[ignore = "needs `stream-layered-image hints` and `layers --hints` (issue #15)"]
 fn layering_hints_reach_layers() {
     let test = "layering_hints_reach_layers";
     let Some(nix) = Nix::get(test) else { return };

@@ -192,3 +192,16 @@ put("gzip_layer", "three-chunks", bytes([5] + [0, 255, 1, 0, 2, 255, 0, 0, 3, 25
 put("gzip_layer", "random-pattern-repeated", bytes([1, 0, 16, 3, 0, 3, 255, 16, 0,
                                                     3, 255, 16, 0, 3, 255, 16, 0]))
 put("gzip_layer", "small-runs", bytes([4] + [i % 4 for i in range(1, 200)]))
+
+# hints ----------------------------------------------------------------------
+HINTS = ('{"format": "stream-layered-image-hints", "version": 1,\n'
+         ' "fields": ["changes", "seen", "images", "last"],\n'
+         ' "graphs": 3,\n "images": ["app", "tool"],\n "packages": {\n'
+         '  "app": [1, 3, "1", "0123456789abcdef01234567"],\n'
+         '  "libc": [0, 3, "3", "89abcdef0123456789abcdef"],\n'
+         '  "openssl:dev": [2, 3, "2", "00000000ffffffff00000000"]\n }}\n')
+put("hints", "three.json", HINTS)
+put("hints", "empty.json", '{"format": "stream-layered-image-hints", "version": 1, "packages": {}}')
+put("hints", "version-2.json", '{"format": "stream-layered-image-hints", "version": 2}')
+put("hints", "bad-entry.json", '{"format": "stream-layered-image-hints", "version": 1, '
+    '"images": ["a"], "packages": {"x": [0, 1, "f", "0"]}}')

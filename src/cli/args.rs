@@ -159,6 +159,9 @@ pub enum FormatName {
 pub enum Command {
     /// Split a closure into layers and print `store_layers` JSON.
     Layers(LayersArgs),
+    /// Learn layering hints from references graphs, oldest first (several
+    /// images, several versions, or both), for `layers --hints`.
+    Hints(HintsArgs),
     /// Show which layers of NEW a host that has OLD already holds, and what
     /// pulling NEW transfers.
     Diff(DiffArgs),
@@ -198,6 +201,10 @@ pub struct LayersArgs {
     /// Store paths (one a line) to leave out: another layer ships them.
     #[arg(long, value_name = "FILE")]
     pub exclude: Option<PathBuf>,
+    /// Layering hints (`stream-layered-image hints`) for the default
+    /// strategy.
+    #[arg(long, value_name = "FILE")]
+    pub hints: Option<PathBuf>,
     /// Print the layers with their sizes and reasons on stderr.
     #[arg(long)]
     pub explain: bool,
@@ -225,6 +232,21 @@ pub struct CustomLayerArgs {
         allow_hyphen_values = true
     )]
     pub mtime: i64,
+}
+
+/// `hints`: what history says about how packages change.
+#[derive(Debug, Args)]
+pub struct HintsArgs {
+    /// References graphs, oldest first (`--graph A B C` or `--graph A
+    /// --graph B`).
+    #[arg(long = "graph", value_name = "G", num_args = 1.., action = clap::ArgAction::Append)]
+    pub graphs: Vec<PathBuf>,
+    /// Hints to fold the new graphs into.
+    #[arg(long, value_name = "HINTS")]
+    pub previous: Option<PathBuf>,
+    /// Where the hints go (default stdout).
+    #[arg(short, long, value_name = "HINTS.json")]
+    pub output: Option<PathBuf>,
 }
 
 /// `diff`: two docker-archives compared layer by layer.

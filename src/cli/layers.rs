@@ -4,12 +4,14 @@
 //! ```text
 //! stream-layered-image layers --graph FILE --max-layers N
 //!     [--strategy default|popularity|auto|size | --pipeline FILE]
-//!     [--exclude FILE] [--explain]
+//!     [--exclude FILE] [--hints FILE] [--explain]
 //! stream-layered-image layers --batch FILE
 //! ```
 //!
+//! `--hints` gives `default` layering hints (`stream-layered-image hints`).
+//!
 //! `--batch` reads JSON lines `{"graph": <graph or file name>,
-//! "max_layers": N, "strategy": NAME}` and prints one JSON line of layers
+//! "max_layers": N, "strategy": NAME, "hints": <hints file name>}` and prints one JSON line of layers
 //! per request, so tools that compare strategies on many graphs (such as
 //! `scripts/layering-bench`) run the real code without one process per
 //! graph.
@@ -19,7 +21,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use stream_layered_image::layering::{self, Graph, Layer, Pipeline, Strategy};
+use stream_layered_image::layering::{self, Graph, Hints, Layer, Pipeline, Strategy};
 use stream_layered_image::progress::human_bytes;
 
 use super::args::LayersArgs;
@@ -67,8 +69,27 @@ pub fn run(args: LayersArgs) -> anyhow::Result<()> {
             .collect(),
         None => HashSet::new(),
     };
+    let hints = match &args.hints {
+        Some(_) if strategy != Strategy::Default => {
+            bail!(
+                "--hints works only with the default strategy, not {}",
+                strategy.name()
+            )
+        }
+        Some(file) => Some(Hints::read(file)?),
+        None => None,
+    };
     let graph = Graph::read(graph_file)?;
-    let layers = layering::plan(&graph, &strategy, args.max_layers, &exclude)?;
+    if let (Some(hints), Some(file)) = (&hints, &args.hints) {
+        if let Some(warning) = coverage_warning(hints, &graph) {
+            eprintln!(
+                "stream-layered-image: warning: {}: {warning}",
+                file.display()
+            );
+        }
+    }
+    let layers =
+        layering::plan_with_hints(&graph, &strategy, args.max_layers, &exclude, hints.as_ref())?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{}", layering::to_json(&layers))?;
     stdout.flush()?;
@@ -76,6 +97,24 @@ pub fn run(args: LayersArgs) -> anyhow::Result<()> {
         explain(&graph, &layers, &strategy)?;
     }
     Ok(())
+}
+
+/// A warning when the hints know too little of `graph` to help much.
+fn coverage_warning(hints: &Hints, graph: &Graph) -> Option<String> {
+    let (_, known) = hints.weights(graph);
+    if known == 0 {
+        Some(format!(
+            "none of the graph's {} package names is in the hints; layering as without them",
+            graph.len()
+        ))
+    } else if known * 2 < graph.len() {
+        Some(format!(
+            "only {known} of the graph's {} package names are in the hints",
+            graph.len()
+        ))
+    } else {
+        None
+    }
 }
 
 fn explain(graph: &Graph, layers: &[Layer], strategy: &Strategy) -> anyhow::Result<()> {
@@ -198,6 +237,12 @@ fn answer(file: &std::path::Path, n: usize, line: &str) -> anyhow::Result<String
                 .collect()
         })
         .unwrap_or_default();
-    let layers = layering::plan(&graph, &strategy, max_layers, &exclude).with_context(at)?;
+    let hints = match request.get("hints") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(name)) => Some(Hints::read(name.as_ref())?),
+        Some(_) => bail!("{}: \"hints\" is not a file name", at()),
+    };
+    let layers = layering::plan_with_hints(&graph, &strategy, max_layers, &exclude, hints.as_ref())
+        .with_context(at)?;
     Ok(layering::to_json(&layers))
 }

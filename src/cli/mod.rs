@@ -4,5 +4,6 @@ pub mod args;
 pub mod build;
 pub mod custom_layer;
 pub mod diff;
+pub mod hints;
 pub mod layers;
 pub mod output;

@@ -69,6 +69,15 @@ pub enum LayeringError {
         /// Where the graph came from.
         origin: String,
     },
+    /// A layering hints file is malformed, of another tool or of a version
+    /// this build does not read.
+    #[error("{origin}: {message}")]
+    BadHints {
+        /// The hints file.
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A layer budget of zero.
     #[error("the layer budget must be at least 1")]
     ZeroBudget,

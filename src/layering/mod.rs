@@ -29,6 +29,9 @@
 //!   together when they are replaced together, weighing each layer's bytes
 //!   by how often it will have to be pulled again.
 //!
+//! `default` optionally takes layering [`hints`]: how often each package
+//! changed in earlier builds, learned from their graphs.
+//!
 //! The first four reproduce their anchors exactly (golden tests compare
 //! with outputs of the nixpkgs scripts); the fifth is measured against them
 //! by `scripts/layering-bench`.
@@ -37,6 +40,7 @@ pub mod auto;
 pub mod default;
 pub mod error;
 pub mod graph;
+pub mod hints;
 pub mod pipeline;
 pub mod popularity;
 pub mod size;
@@ -45,6 +49,7 @@ use std::collections::HashSet;
 
 pub use error::{LayeringError, Result};
 pub use graph::Graph;
+pub use hints::Hints;
 pub use pipeline::Pipeline;
 
 /// One layer: the store paths it holds and why they were grouped.
@@ -107,6 +112,18 @@ pub fn plan(
     max_layers: Option<usize>,
     exclude: &HashSet<String>,
 ) -> Result<Vec<Layer>> {
+    plan_with_hints(graph, strategy, max_layers, exclude, None)
+}
+
+/// [`plan`], with layering hints for the `default` strategy (see
+/// [`hints`]); the other strategies reproduce their anchors and take none.
+pub fn plan_with_hints(
+    graph: &Graph,
+    strategy: &Strategy,
+    max_layers: Option<usize>,
+    exclude: &HashSet<String>,
+    hints: Option<&Hints>,
+) -> Result<Vec<Layer>> {
     let excluded = |p: &str| exclude.contains(p);
     let budget = || match max_layers {
         Some(0) | None => Err(LayeringError::ZeroBudget),
@@ -136,7 +153,13 @@ pub fn plan(
         }
         Strategy::Auto => auto::auto_layer(graph, budget()?, &excluded),
         Strategy::Size => size::size_layers(&graph.without(&excluded), budget()?),
-        Strategy::Default => default::default_layers(graph, budget()?, &excluded),
+        Strategy::Default => match hints {
+            Some(hints) => {
+                let (weights, _) = hints.weights(graph);
+                default::layers_weighted(graph, budget()?, &excluded, Some(&weights))
+            }
+            None => default::default_layers(graph, budget()?, &excluded),
+        },
         Strategy::Pipeline(pipeline) => {
             if max_layers == Some(0) {
                 return Err(LayeringError::ZeroBudget);
