@@ -1,0 +1,333 @@
+//! Progress as a person sees it.
+//!
+//! * Plain mode (stderr not a terminal): for a fixed spec, the lines are
+//!   byte-for-byte the ones the tool printed before live bars existed,
+//!   timings aside. The expected lines below were taken from that tool.
+//! * Bars (stderr a terminal): the tool runs in a `tmux` pane while it
+//!   pushes to a loopback registry; the pane is read during the push (bars
+//!   with their phases) and after it (the summary, and nothing left of a
+//!   bar).
+//!
+//! A test whose client is missing prints why and passes; with `CI=true` it
+//! fails instead.
+
+#[path = "common/clients.rs"]
+mod clients;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use clients::{require, Registry};
+
+const TOOL: &str = env!("CARGO_BIN_EXE_stream-layered-image");
+
+/// A directory of a fixed path, empty: the store paths are in the layers'
+/// bytes, so the digests the lines show are the same only for the same
+/// path.
+fn fixed_dir(case: &str) -> PathBuf {
+    let dir = Path::new("/tmp/sli-progress-plain").join(case);
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A fixed store of three layers (the last of two paths) and its spec;
+/// modes are set, whatever the umask.
+fn store(dir: &Path) -> PathBuf {
+    let store = dir.join("store");
+    let lib = store.join("bbbb-lib");
+    let data = store.join("cccc-data");
+    let app = store.join("aaaa-app");
+    let etc = store.join("dddd-etc");
+    for p in [&lib, &data, &app, &etc] {
+        fs::create_dir_all(p).unwrap();
+    }
+    let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7919 % 251) as u8).collect();
+    fs::write(lib.join("lib.so"), &bytes).unwrap();
+    let text: String = (0..50_000).map(|i| format!("line {i}\n")).collect();
+    fs::write(data.join("data.txt"), text).unwrap();
+    fs::write(app.join("app"), "app\n").unwrap();
+    fs::create_dir_all(etc.join("conf.d")).unwrap();
+    fs::write(etc.join("conf.d/a"), "a\n").unwrap();
+    std::os::unix::fs::symlink("conf.d/a", etc.join("a")).unwrap();
+    for p in [&store, &lib, &data, &app, &etc, &etc.join("conf.d")] {
+        fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for f in [
+        lib.join("lib.so"),
+        data.join("data.txt"),
+        app.join("app"),
+        etc.join("conf.d/a"),
+    ] {
+        fs::set_permissions(f, fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let spec = dir.join("spec.json");
+    fs::write(
+        &spec,
+        serde_json::json!({
+            "architecture": "amd64",
+            "config": {},
+            "created": "1970-01-01T00:00:01Z",
+            "store_dir": store,
+            "store_layers": [[lib], [data], [app, etc]],
+            "repo_tag": "progress:1",
+        })
+        .to_string(),
+    )
+    .unwrap();
+    spec
+}
+
+/// Runs the tool with stderr a pipe (so not a terminal).
+fn tool(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(TOOL);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .env("HOME", home.path())
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env_remove("DOCKER_CONFIG")
+        .env_remove("XDG_RUNTIME_DIR");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    clients::output_within(&mut cmd, Duration::from_secs(300))
+}
+
+/// `text` with its timings masked: the `[  1.23s]` prefix becomes `[T]`, a
+/// duration `0.12s` becomes `Ts`, a rate `(123 MiB/s)` becomes `(R MiB/s)`;
+/// `dir` becomes `DIR` and `host` becomes `HOST`.
+fn mask(text: &str, dir: &Path, host: Option<&str>) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut line = line.replace(&dir.display().to_string(), "DIR");
+        if let Some(host) = host {
+            line = line.replace(host, "HOST");
+        }
+        if let Some(rest) = line.strip_prefix('[') {
+            if let Some((stamp, rest)) = rest.split_once("s] ") {
+                if stamp.trim().parse::<f64>().is_ok() {
+                    line = format!("[T] {rest}");
+                }
+            }
+        }
+        out.push(mask_numbers(&line));
+    }
+    out
+}
+
+/// Masks `N.NNs` (a duration) and the number in `(N MiB/s)`.
+fn mask_numbers(line: &str) -> String {
+    let b = line.as_bytes();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < b.len() {
+        let starts = b[i].is_ascii_digit() && (i == 0 || !b[i - 1].is_ascii_alphanumeric());
+        if starts {
+            let mut j = i;
+            while j < b.len() && (b[j].is_ascii_digit() || b[j] == b'.') {
+                j += 1;
+            }
+            let number = &line[i..j];
+            let after = &line[j..];
+            let ends_word = |k: usize| k >= b.len() || !b[k].is_ascii_alphanumeric();
+            if number.contains('.') && after.starts_with('s') && ends_word(j + 1) {
+                out.push('T');
+                i = j;
+                continue;
+            }
+            if after.starts_with(" MiB/s)") && i > 0 && b[i - 1] == b'(' {
+                out.push('R');
+                i = j;
+                continue;
+            }
+            out.push_str(number);
+            i = j;
+            continue;
+        }
+        out.push(b[i] as char);
+        i += 1;
+    }
+    out
+}
+
+/// Compares lines whose order may vary between runs (layers are hashed in
+/// parallel): as sorted lists, and the last line where it is fixed.
+fn assert_lines(what: &str, actual: &[String], expected: &[&str]) {
+    let mut a: Vec<&str> = actual.iter().map(String::as_str).collect();
+    let mut e: Vec<&str> = expected.to_vec();
+    assert_eq!(
+        a.last(),
+        e.last(),
+        "{what}: the last line differs; all lines:\n{}",
+        actual.join("\n")
+    );
+    a.sort_unstable();
+    e.sort_unstable();
+    assert_eq!(
+        a,
+        e,
+        "{what}: the lines differ; all lines:\n{}",
+        actual.join("\n")
+    );
+}
+
+/// Prints the masked lines of a run, so that a new expected list can be
+/// taken from a tool whose output is known good.
+fn show(what: &str, lines: &[String]) {
+    eprintln!("--- {what}");
+    for l in lines {
+        eprintln!("    {l:?},");
+    }
+}
+
+#[test]
+fn plain_lines_of_a_docker_archive_are_today_s() {
+    let dir = fixed_dir("docker-archive");
+    let spec = store(&dir);
+    let out_file = dir.join("img.tar");
+    let out = tool(
+        &[spec.to_str().unwrap(), "-o", out_file.to_str().unwrap()],
+        &[],
+    );
+    assert!(out.status.success());
+    let lines = mask(&String::from_utf8_lossy(&out.stderr), &dir, None);
+    show("docker-archive", &lines);
+    assert_lines("docker-archive", &lines, PLAIN_ARCHIVE);
+}
+
+#[test]
+fn plain_lines_of_an_oci_archive_are_today_s() {
+    let dir = fixed_dir("oci-archive");
+    let spec = store(&dir);
+    let out_file = dir.join("img.tar");
+    let out = tool(
+        &[
+            spec.to_str().unwrap(),
+            "--format",
+            "oci-archive",
+            "--compress",
+            "zstd",
+            "-o",
+            out_file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success());
+    let lines = mask(&String::from_utf8_lossy(&out.stderr), &dir, None);
+    show("oci-archive", &lines);
+    assert_lines("oci-archive", &lines, PLAIN_OCI);
+}
+
+#[test]
+fn plain_lines_of_two_pushes_are_today_s() {
+    if !require("plain_lines_of_two_pushes", &["docker-registry"]) {
+        return;
+    }
+    let registry = Registry::start();
+    let dir = fixed_dir("push");
+    let spec = store(&dir);
+    let target = format!("{}/progress:1", registry.host());
+    let args = [
+        spec.to_str().unwrap(),
+        "--push",
+        &target,
+        "--insecure",
+        "--compress",
+        "gzip",
+    ];
+    let first = tool(&args, &[]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let host = registry.host();
+    let lines = mask(&String::from_utf8_lossy(&first.stderr), &dir, Some(&host));
+    show("first push", &lines);
+    assert_lines("first push", &lines, PLAIN_PUSH);
+    // The second finds every blob there.
+    let again = tool(&args, &[]);
+    assert!(again.status.success());
+    let lines = mask(&String::from_utf8_lossy(&again.stderr), &dir, Some(&host));
+    show("second push", &lines);
+    assert_lines("second push", &lines, PLAIN_PUSH_AGAIN);
+}
+
+// Taken from the tool as it was before `--progress` (stderr a pipe), with
+// the timings masked.
+const PLAIN_ARCHIVE: &[&str] = &[
+    "[T] walked DIR/store/bbbb-lib: 2 entries",
+    "[T] hashing layer 1/3: DIR/store/bbbb-lib, about 2.9 MiB",
+    "[T] walked DIR/store/cccc-data: 2 entries",
+    "[T] walked DIR/store/aaaa-app and 1 more store paths: 6 entries",
+    "[T] hashing layer 2/3: DIR/store/cccc-data, about 527.3 KiB",
+    "[T] hashed layer 2/3: sha256:17180cb72240 540.0 KiB in Ts",
+    "[T] hashing layer 3/3: DIR/store/aaaa-app and 1 more store paths, about 3.0 KiB",
+    "[T] hashed layer 3/3: sha256:af9a6ff4d519 10.0 KiB in Ts",
+    "[T] hashed layer 1/3: sha256:e2e08bf22582 2.9 MiB in Ts",
+    "[T] streaming layer 1/3: 2.9 MiB",
+    "[T] streaming layer 2/3: 540.0 KiB",
+    "[T] streaming layer 3/3: 10.0 KiB",
+    "[T] done: 3 layers, 3.4 MiB in Ts (R MiB/s)",
+];
+const PLAIN_OCI: &[&str] = &[
+    "[T] walked DIR/store/bbbb-lib: 2 entries",
+    "[T] hashing layer 1/3: DIR/store/bbbb-lib, about 2.9 MiB",
+    "[T] walked DIR/store/cccc-data: 2 entries",
+    "[T] walked DIR/store/aaaa-app and 1 more store paths: 6 entries",
+    "[T] hashing layer 2/3: DIR/store/cccc-data, about 527.3 KiB",
+    "[T] hashed layer 2/3: sha256:a39c3b857ca7 540.0 KiB in Ts",
+    "[T] hashing layer 3/3: DIR/store/aaaa-app and 1 more store paths, about 3.0 KiB",
+    "[T] hashed layer 3/3: sha256:01c43b8c3f22 10.0 KiB in Ts",
+    "[T] hashed layer 1/3: sha256:c3db57e0c05b 2.9 MiB in Ts",
+    "[T] streaming layer 1/3: 2.9 MiB",
+    "[T] streaming layer 2/3: 540.0 KiB",
+    "[T] streaming layer 3/3: 10.0 KiB",
+    "[T] done: 3 layers, 50.0 KiB in Ts (R MiB/s)",
+];
+const PLAIN_PUSH: &[&str] = &[
+    "[T] walked DIR/store/bbbb-lib: 2 entries",
+    "[T] hashing layer 1/3: DIR/store/bbbb-lib, about 2.9 MiB",
+    "[T] walked DIR/store/cccc-data: 2 entries",
+    "[T] walked DIR/store/aaaa-app and 1 more store paths: 6 entries",
+    "[T] hashing layer 2/3: DIR/store/cccc-data, about 527.3 KiB",
+    "[T] hashed layer 1/3: sha256:5c11dc95b2c2 2.9 MiB in Ts",
+    "[T] hashed layer 2/3: sha256:08c793e2d441 540.0 KiB in Ts",
+    "[T] layer 2/3: uploaded sha256:80cb78a6260a 112.5 KiB in Ts",
+    "[T] hashing layer 3/3: DIR/store/aaaa-app and 1 more store paths, about 3.0 KiB",
+    "[T] hashed layer 3/3: sha256:547dcf1b7972 10.0 KiB in Ts",
+    "[T] layer 1/3: uploaded sha256:42f088e3a2b0 22.6 KiB in Ts",
+    "[T] streaming layer 1/3: 2.9 MiB",
+    "[T] layer 1: the registry has sha256:42f088e3a2b0",
+    "[T] streaming layer 2/3: 540.0 KiB",
+    "[T] layer 2: the registry has sha256:80cb78a6260a",
+    "[T] layer 3/3: uploaded sha256:4ae4306930c3 282 B in Ts",
+    "[T] streaming layer 3/3: 10.0 KiB",
+    "[T] layer 3: the registry has sha256:4ae4306930c3",
+    "[T] pushed sha256:7dd5f5ae3a0384f3bdf1b55dbb26c447506628f869371a5259bed73a2a5efc97 to HOST/progress (4 blob uploads, 0 mounts) in Ts",
+];
+const PLAIN_PUSH_AGAIN: &[&str] = &[
+    "[T] walked DIR/store/bbbb-lib: 2 entries",
+    "[T] hashing layer 1/3: DIR/store/bbbb-lib, about 2.9 MiB",
+    "[T] walked DIR/store/cccc-data: 2 entries",
+    "[T] walked DIR/store/aaaa-app and 1 more store paths: 6 entries",
+    "[T] hashing layer 2/3: DIR/store/cccc-data, about 527.3 KiB",
+    "[T] hashed layer 2/3: sha256:08c793e2d441 540.0 KiB in Ts",
+    "[T] layer 2/3: the registry has sha256:80cb78a6260a 112.5 KiB in Ts",
+    "[T] hashing layer 3/3: DIR/store/aaaa-app and 1 more store paths, about 3.0 KiB",
+    "[T] hashed layer 1/3: sha256:5c11dc95b2c2 2.9 MiB in Ts",
+    "[T] layer 1/3: the registry has sha256:42f088e3a2b0 22.6 KiB in Ts",
+    "[T] streaming layer 1/3: 2.9 MiB",
+    "[T] layer 1: the registry has sha256:42f088e3a2b0",
+    "[T] streaming layer 2/3: 540.0 KiB",
+    "[T] layer 2: the registry has sha256:80cb78a6260a",
+    "[T] hashed layer 3/3: sha256:547dcf1b7972 10.0 KiB in Ts",
+    "[T] layer 3/3: the registry has sha256:4ae4306930c3 282 B in Ts",
+    "[T] streaming layer 3/3: 10.0 KiB",
+    "[T] layer 3: the registry has sha256:4ae4306930c3",
+    "[T] pushed sha256:7dd5f5ae3a0384f3bdf1b55dbb26c447506628f869371a5259bed73a2a5efc97 to HOST/progress (0 blob uploads, 0 mounts) in Ts",
+];
