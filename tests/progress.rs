@@ -331,3 +331,215 @@ const PLAIN_PUSH_AGAIN: &[&str] = &[
     "[T] layer 3: the registry has sha256:4ae4306930c3",
     "[T] pushed sha256:7dd5f5ae3a0384f3bdf1b55dbb26c447506628f869371a5259bed73a2a5efc97 to HOST/progress (0 blob uploads, 0 mounts) in Ts",
 ];
+
+/// A store of two large layers (deterministic pseudo-random bytes, which
+/// compress slowly) and a small one, so that a push lasts a few seconds.
+fn large_store(dir: &Path) -> PathBuf {
+    let store = dir.join("store");
+    let mut layers = Vec::new();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for (name, mib) in [("aaaa-big", 96usize), ("bbbb-mid", 48), ("cccc-small", 1)] {
+        let path = store.join(name);
+        fs::create_dir_all(path.join("lib")).unwrap();
+        let mut bytes = vec![0u8; mib << 20];
+        for chunk in bytes.chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+        }
+        fs::write(path.join("lib/blob"), &bytes).unwrap();
+        layers.push(vec![path]);
+    }
+    let spec = dir.join("spec.json");
+    fs::write(
+        &spec,
+        serde_json::json!({
+            "architecture": "amd64",
+            "config": {},
+            "created": "1970-01-01T00:00:01Z",
+            "store_dir": store,
+            "store_layers": layers,
+            "repo_tag": "progress:large",
+        })
+        .to_string(),
+    )
+    .unwrap();
+    spec
+}
+
+/// A tmux server of our own (its own socket), killed when dropped.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new() -> Tmux {
+        Tmux {
+            socket: format!("sli-progress-{}", std::process::id()),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run tmux");
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// What the pane shows, one string per row, trailing blanks removed.
+    fn screen(&self) -> Vec<String> {
+        let out = self.run(&["capture-pane", "-p", "-t", "progress"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut rows: Vec<String> = text.lines().map(|l| l.trim_end().to_owned()).collect();
+        while rows.last().is_some_and(|r| r.is_empty()) {
+            rows.pop();
+        }
+        rows
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A row that belongs to a bar: a layer's line or the total.
+fn is_bar_row(row: &str) -> bool {
+    row.starts_with("layer ") || row.starts_with("total: ")
+}
+
+#[test]
+fn bars_in_tmux_during_a_push_and_the_summary_after() {
+    if !require("bars_in_tmux", &["tmux", "docker-registry"]) {
+        return;
+    }
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = large_store(dir.path());
+    let home = dir.path().join("home");
+    fs::create_dir(&home).unwrap();
+    let out_file = dir.path().join("img.tar");
+    // The pane runs a script, not a shell: no prompt, no echo of what is
+    // typed, only what the tool draws and the status line after it.
+    let script = dir.path().join("run.sh");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nunset NO_COLOR\nexport HOME='{}'\n'{TOOL}' '{}' --push '{}/progress:large' --insecure --compress zstd:12 -o '{}'\necho \"exit status $?\"\nexec sleep 600\n",
+            home.display(),
+            spec.display(),
+            registry.host(),
+            out_file.display(),
+        ),
+    )
+    .unwrap();
+    let tmux = Tmux::new();
+    tmux.run(&[
+        "-f",
+        "/dev/null",
+        "new-session",
+        "-d",
+        "-s",
+        "progress",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        "sh",
+        script.to_str().unwrap(),
+    ]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    let mut during: Vec<Vec<String>> = Vec::new();
+    let mut resized_at = None;
+    let after = loop {
+        let screen = tmux.screen();
+        if screen.iter().any(|r| r.starts_with("exit status")) {
+            break screen;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the push did not end in time; the pane:\n{}",
+            screen.join("\n")
+        );
+        let bars = screen.iter().any(|r| r.starts_with("layer "));
+        if bars && resized_at.is_none() {
+            // The terminal narrows while bars are drawn.
+            tmux.run(&["resize-window", "-t", "progress", "-x", "72"]);
+            resized_at = Some(during.len());
+        }
+        during.push(screen);
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let all = |screens: &[Vec<String>]| {
+        screens
+            .iter()
+            .map(|s| s.join("\n"))
+            .collect::<Vec<_>>()
+            .join("\n-----\n")
+    };
+    // During: bars with their phases, bytes and throughput, and a total.
+    let bar_rows: Vec<&String> = during.iter().flatten().filter(|r| is_bar_row(r)).collect();
+    assert!(
+        bar_rows
+            .iter()
+            .any(|r| r.starts_with("layer 1/3 ") && r.contains("aaaa-big") && r.contains("MiB/s")),
+        "no bar of layer 1 with its store path and throughput:\n{}",
+        all(&during)
+    );
+    for phase in ["compressing", "uploading"] {
+        assert!(
+            bar_rows.iter().any(|r| r.contains(phase)),
+            "no bar in phase {phase}:\n{}",
+            all(&during)
+        );
+    }
+    assert!(
+        bar_rows.iter().any(|r| r.starts_with("total: ")
+            && r.contains("/3 layers done")
+            && r.contains("left")),
+        "no total line with the time left:\n{}",
+        all(&during)
+    );
+    // Once the narrower width is taken up, every row is a bar, whole: no
+    // fragment of an earlier, wider frame.
+    let resized_at = resized_at.expect("bars were seen");
+    let drawing = |s: &&Vec<String>| {
+        !s.iter()
+            .any(|r| r.contains("] pushed") || r.contains("] done:"))
+    };
+    for screen in during.iter().skip(resized_at + 5).filter(drawing) {
+        for row in screen.iter().filter(|r| !r.is_empty()) {
+            assert!(
+                is_bar_row(row),
+                "a row that is no whole bar after the resize: {row:?}\n{}",
+                all(&during[resized_at..])
+            );
+        }
+    }
+    // After: the summary, and nothing left of a bar.
+    let text = after.join("\n");
+    assert!(text.contains("] pushed sha256:"), "{text}");
+    assert!(text.contains("] done: 3 layers"), "{text}");
+    assert!(text.contains("exit status 0"), "{text}");
+    for row in &after {
+        assert!(
+            !is_bar_row(row) && !row.contains("MiB/s,") && !row.contains("=>"),
+            "a bar left after the run: {row:?}\n{text}"
+        );
+    }
+}

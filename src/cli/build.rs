@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use stream_layered_image::compress::Compression;
 use stream_layered_image::pipeline::{self, Options, Plan};
-use stream_layered_image::progress::Progress;
+use stream_layered_image::progress::{Mode, Progress};
 use stream_layered_image::registry::Target;
 use stream_layered_image::sink::docker_archive::DockerArchive;
 use stream_layered_image::sink::members::{DirMembers, TarStream};
@@ -94,7 +94,11 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         .collect::<stream_layered_image::Result<Vec<_>>>()?;
 
     let spec = Spec::load(spec_path)?;
-    let progress = Progress::new(args.quiet);
+    let progress = Progress::with_mode(if args.quiet {
+        Mode::None
+    } else {
+        args.progress.into()
+    });
     let repo_tag = args.repo_tag.clone().or_else(|| {
         // A spec without a repo_tag can still be pushed: the image is then
         // named after its first registry.
@@ -146,8 +150,15 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
                 .context("inspecting stdout")?
                 .map(Arc::new);
             let out = BufWriter::with_capacity(128 << 10, File::from(fd));
-            let (_, outcome) =
-                write_stream(&plan, format, out, direct, "stdout".into(), sinks, &progress);
+            let (_, outcome) = write_stream(
+                &plan,
+                format,
+                out,
+                direct,
+                "stdout".into(),
+                sinks,
+                &progress,
+            );
             outcome?;
         }
         Stream::File(path) => {
