@@ -197,6 +197,19 @@ fn plain_lines_of_a_docker_archive_are_today_s() {
     let lines = mask(&String::from_utf8_lossy(&out.stderr), &dir, None);
     show("docker-archive", &lines);
     assert_lines("docker-archive", &lines, PLAIN_ARCHIVE);
+    // Asked for by name, the same.
+    let out = tool(
+        &[
+            spec.to_str().unwrap(),
+            "--progress=plain",
+            "-o",
+            out_file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success());
+    let lines = mask(&String::from_utf8_lossy(&out.stderr), &dir, None);
+    assert_lines("--progress=plain", &lines, PLAIN_ARCHIVE);
 }
 
 #[test]
@@ -374,9 +387,9 @@ struct Tmux {
 }
 
 impl Tmux {
-    fn new() -> Tmux {
+    fn new(name: &str) -> Tmux {
         Tmux {
-            socket: format!("sli-progress-{}", std::process::id()),
+            socket: format!("sli-progress-{name}-{}", std::process::id()),
         }
     }
 
@@ -396,9 +409,14 @@ impl Tmux {
         out
     }
 
-    /// What the pane shows, one string per row, trailing blanks removed.
-    fn screen(&self) -> Vec<String> {
-        let out = self.run(&["capture-pane", "-p", "-t", "progress"]);
+    /// What the pane shows, one string per row, trailing blanks removed;
+    /// with `escapes`, the colours as escape sequences too.
+    fn screen(&self, escapes: bool) -> Vec<String> {
+        let mut args = vec!["capture-pane", "-p", "-t", "progress"];
+        if escapes {
+            args.push("-e");
+        }
+        let out = self.run(&args);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let mut rows: Vec<String> = text.lines().map(|l| l.trim_end().to_owned()).collect();
         while rows.last().is_some_and(|r| r.is_empty()) {
@@ -423,32 +441,70 @@ fn is_bar_row(row: &str) -> bool {
     row.starts_with("layer ") || row.starts_with("total: ")
 }
 
-#[test]
-fn bars_in_tmux_during_a_push_and_the_summary_after() {
-    if !require("bars_in_tmux", &["tmux", "docker-registry"]) {
-        return;
+/// What a person saw of one run in a tmux pane.
+struct Watched {
+    /// The screens read while the tool ran, every 100 ms.
+    during: Vec<Vec<String>>,
+    /// The same with colours, as escape sequences.
+    during_colours: Vec<Vec<String>>,
+    /// The screen after it.
+    after: Vec<String>,
+    /// Index in `during` of the first screen after the resize, if one was
+    /// asked for and bars were seen.
+    resized_at: Option<usize>,
+}
+
+impl Watched {
+    fn all(screens: &[Vec<String>]) -> String {
+        screens
+            .iter()
+            .map(|s| s.join("\n"))
+            .collect::<Vec<_>>()
+            .join("\n-----\n")
     }
-    let registry = Registry::start();
+
+    fn bar_rows(&self) -> Vec<&String> {
+        self.during
+            .iter()
+            .flatten()
+            .filter(|r| is_bar_row(r))
+            .collect()
+    }
+}
+
+/// Runs the tool with `args` in a 100-column tmux pane, with `env` set
+/// (and `unset` unset) in the pane, and reads the screen while it runs and
+/// after; with `resize_to`, narrows the pane once bars show.
+fn watch(
+    name: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    unset: &[&str],
+    resize_to: Option<u16>,
+) -> Watched {
     let dir = tempfile::tempdir().unwrap();
-    let spec = large_store(dir.path());
     let home = dir.path().join("home");
     fs::create_dir(&home).unwrap();
-    let out_file = dir.path().join("img.tar");
     // The pane runs a script, not a shell: no prompt, no echo of what is
     // typed, only what the tool draws and the status line after it.
-    let script = dir.path().join("run.sh");
-    fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nunset NO_COLOR\nexport HOME='{}'\n'{TOOL}' '{}' --push '{}/progress:large' --insecure --compress zstd:12 -o '{}'\necho \"exit status $?\"\nexec sleep 600\n",
-            home.display(),
-            spec.display(),
-            registry.host(),
-            out_file.display(),
-        ),
-    )
-    .unwrap();
-    let tmux = Tmux::new();
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let mut script = String::from("#!/bin/sh\n");
+    for name in unset {
+        script.push_str(&format!("unset {name}\n"));
+    }
+    script.push_str(&format!("export HOME={}\n", quote(home.to_str().unwrap())));
+    for (k, v) in env {
+        script.push_str(&format!("export {k}={}\n", quote(v)));
+    }
+    script.push_str(&quote(TOOL));
+    for a in args {
+        script.push(' ');
+        script.push_str(&quote(a));
+    }
+    script.push_str("\necho \"exit status $?\"\nexec sleep 600\n");
+    let script_path = dir.path().join("run.sh");
+    fs::write(&script_path, script).unwrap();
+    let tmux = Tmux::new(name);
     tmux.run(&[
         "-f",
         "/dev/null",
@@ -461,51 +517,78 @@ fn bars_in_tmux_during_a_push_and_the_summary_after() {
         "-y",
         "30",
         "sh",
-        script.to_str().unwrap(),
+        script_path.to_str().unwrap(),
     ]);
     let deadline = std::time::Instant::now() + Duration::from_secs(240);
-    let mut during: Vec<Vec<String>> = Vec::new();
-    let mut resized_at = None;
-    let after = loop {
-        let screen = tmux.screen();
+    let mut watched = Watched {
+        during: Vec::new(),
+        during_colours: Vec::new(),
+        after: Vec::new(),
+        resized_at: None,
+    };
+    loop {
+        let screen = tmux.screen(false);
         if screen.iter().any(|r| r.starts_with("exit status")) {
-            break screen;
+            watched.after = screen;
+            return watched;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the push did not end in time; the pane:\n{}",
+            "the run did not end in time; the pane:\n{}",
             screen.join("\n")
         );
         let bars = screen.iter().any(|r| r.starts_with("layer "));
-        if bars && resized_at.is_none() {
-            // The terminal narrows while bars are drawn.
-            tmux.run(&["resize-window", "-t", "progress", "-x", "72"]);
-            resized_at = Some(during.len());
+        if let (true, None, Some(width)) = (bars, watched.resized_at, resize_to) {
+            tmux.run(&["resize-window", "-t", "progress", "-x", &width.to_string()]);
+            watched.resized_at = Some(watched.during.len() + 1);
         }
-        during.push(screen);
+        watched.during.push(screen);
+        watched.during_colours.push(tmux.screen(true));
         std::thread::sleep(Duration::from_millis(100));
-    };
-    let all = |screens: &[Vec<String>]| {
-        screens
-            .iter()
-            .map(|s| s.join("\n"))
-            .collect::<Vec<_>>()
-            .join("\n-----\n")
-    };
+    }
+}
+
+#[test]
+fn bars_in_tmux_during_a_push_and_the_summary_after() {
+    if !require("bars_in_tmux", &["tmux", "docker-registry"]) {
+        return;
+    }
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = large_store(dir.path());
+    let out_file = dir.path().join("img.tar");
+    let target = format!("{}/progress:large", registry.host());
+    let watched = watch(
+        "push",
+        &[
+            spec.to_str().unwrap(),
+            "--push",
+            &target,
+            "--insecure",
+            "--compress",
+            "zstd:12",
+            "-o",
+            out_file.to_str().unwrap(),
+        ],
+        &[],
+        &["NO_COLOR"],
+        Some(72),
+    );
+    let during = &watched.during;
     // During: bars with their phases, bytes and throughput, and a total.
-    let bar_rows: Vec<&String> = during.iter().flatten().filter(|r| is_bar_row(r)).collect();
+    let bar_rows = watched.bar_rows();
     assert!(
         bar_rows
             .iter()
             .any(|r| r.starts_with("layer 1/3 ") && r.contains("aaaa-big") && r.contains("MiB/s")),
         "no bar of layer 1 with its store path and throughput:\n{}",
-        all(&during)
+        Watched::all(during)
     );
     for phase in ["compressing", "uploading"] {
         assert!(
             bar_rows.iter().any(|r| r.contains(phase)),
             "no bar in phase {phase}:\n{}",
-            all(&during)
+            Watched::all(during)
         );
     }
     assert!(
@@ -513,33 +596,180 @@ fn bars_in_tmux_during_a_push_and_the_summary_after() {
             && r.contains("/3 layers done")
             && r.contains("left")),
         "no total line with the time left:\n{}",
-        all(&during)
+        Watched::all(during)
+    );
+    // Phases in colour, since NO_COLOR is not set.
+    assert!(
+        watched
+            .during_colours
+            .iter()
+            .flatten()
+            .any(|r| r.contains("\x1b[33mcompressing")),
+        "no colour:\n{}",
+        Watched::all(&watched.during_colours)
     );
     // Once the narrower width is taken up, every row is a bar, whole: no
-    // fragment of an earlier, wider frame.
-    let resized_at = resized_at.expect("bars were seen");
+    // fragment of an earlier, wider frame, no line wrapped in two.
+    let resized_at = watched.resized_at.expect("bars were seen");
     let drawing = |s: &&Vec<String>| {
         !s.iter()
             .any(|r| r.contains("] pushed") || r.contains("] done:"))
     };
-    for screen in during.iter().skip(resized_at + 5).filter(drawing) {
+    let narrow: Vec<&Vec<String>> = during.iter().skip(resized_at + 3).filter(drawing).collect();
+    assert!(!narrow.is_empty(), "no screen after the resize");
+    for screen in narrow {
         for row in screen.iter().filter(|r| !r.is_empty()) {
             assert!(
                 is_bar_row(row),
                 "a row that is no whole bar after the resize: {row:?}\n{}",
-                all(&during[resized_at..])
+                Watched::all(&during[resized_at..])
             );
         }
     }
     // After: the summary, and nothing left of a bar.
-    let text = after.join("\n");
+    let text = watched.after.join("\n");
     assert!(text.contains("] pushed sha256:"), "{text}");
     assert!(text.contains("] done: 3 layers"), "{text}");
     assert!(text.contains("exit status 0"), "{text}");
-    for row in &after {
+    for row in &watched.after {
         assert!(
             !is_bar_row(row) && !row.contains("MiB/s,") && !row.contains("=>"),
             "a bar left after the run: {row:?}\n{text}"
         );
     }
+}
+
+#[test]
+fn bars_give_way_to_an_error_message() {
+    if !require("bars_give_way_to_an_error", &["tmux"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spec = large_store(dir.path());
+    // A port nothing listens on: the push fails once the first layer is
+    // compressed, while bars are on the screen.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = format!("127.0.0.1:{}/app:1", dead.local_addr().unwrap().port());
+    drop(dead);
+    let watched = watch(
+        "error",
+        &[
+            spec.to_str().unwrap(),
+            "--push",
+            &target,
+            "--insecure",
+            "--compress",
+            "zstd:12",
+        ],
+        &[],
+        &[],
+        None,
+    );
+    assert!(
+        watched.bar_rows().iter().any(|r| r.contains("compressing")),
+        "no bars before the error:\n{}",
+        Watched::all(&watched.during)
+    );
+    let text = watched.after.join("\n");
+    assert!(text.contains("exit status 1"), "{text}");
+    let first = watched.after.first().map(String::as_str).unwrap_or("");
+    assert!(
+        first.starts_with("stream-layered-image: error: "),
+        "the error is not the first row of a cleared screen:\n{text}"
+    );
+    for row in &watched.after {
+        assert!(
+            !is_bar_row(row),
+            "a bar left with the error: {row:?}\n{text}"
+        );
+    }
+}
+
+#[test]
+fn no_color_turns_colours_off_and_a_dumb_terminal_gets_plain_lines() {
+    if !require("no_color_and_dumb_terminals", &["tmux"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spec = large_store(dir.path());
+    let out_file = dir.path().join("img.tar");
+    let args = [
+        spec.to_str().unwrap(),
+        "--format",
+        "oci-archive",
+        "--compress",
+        "zstd:12",
+        "-o",
+        out_file.to_str().unwrap(),
+    ];
+    let watched = watch("nocolor", &args, &[("NO_COLOR", "1")], &[], None);
+    assert!(
+        watched.bar_rows().iter().any(|r| r.contains("compressing")),
+        "no bars:\n{}",
+        Watched::all(&watched.during)
+    );
+    for row in watched.during_colours.iter().flatten() {
+        assert!(
+            !row.contains("\x1b[3"),
+            "a colour with NO_COLOR set: {row:?}"
+        );
+    }
+    assert!(watched.after.join("\n").contains("exit status 0"));
+
+    // TERM=dumb: the lines of plain mode, even with --progress=bar.
+    let small = store(&dir.path().join("small"));
+    for progress in ["--progress=auto", "--progress=bar"] {
+        let watched = watch(
+            "dumb",
+            &[
+                small.to_str().unwrap(),
+                progress,
+                "-o",
+                out_file.to_str().unwrap(),
+            ],
+            &[("TERM", "dumb")],
+            &[],
+            None,
+        );
+        let text = watched.after.join("\n");
+        assert!(
+            watched
+                .during
+                .iter()
+                .flatten()
+                .chain(&watched.after)
+                .all(|r| !is_bar_row(r)),
+            "{progress}: a bar on a dumb terminal:\n{text}"
+        );
+        assert!(text.contains("] hashing layer 1/3: "), "{progress}: {text}");
+        assert!(
+            text.contains("] streaming layer 3/3: "),
+            "{progress}: {text}"
+        );
+        assert!(text.contains("] done: 3 layers"), "{progress}: {text}");
+    }
+}
+
+#[test]
+fn progress_plain_and_none_on_a_pipe() {
+    let dir = fixed_dir("modes");
+    let spec = store(&dir);
+    let out_file = dir.join("img.tar");
+    let run = |extra: &[&str]| {
+        let mut args = vec![spec.to_str().unwrap(), "-o", out_file.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = tool(&args, &[]);
+        assert!(out.status.success(), "{extra:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert_eq!(run(&["--progress=none"]), "");
+    assert_eq!(run(&["--quiet", "--progress=bar"]), "", "--quiet wins");
+    // Bars asked for on a pipe: drawn, then cleared, and the summary after.
+    let bars = run(&["--progress=bar"]);
+    let last = bars.rsplit('\n').find(|l| !l.is_empty()).unwrap_or("");
+    assert!(last.contains("] done: 3 layers, 3.4 MiB in "), "{bars:?}");
+    assert!(
+        !bars.contains("hashing layer"),
+        "plain lines among bars: {bars:?}"
+    );
 }
