@@ -280,8 +280,6 @@ pub struct Progress {
     start: Instant,
     /// The layers of the run, once it has started.
     layers: Arc<Mutex<Arc<[LayerProgress]>>>,
-    /// A layer's counters when no run has set any up.
-    spare: LayerProgress,
 }
 
 impl Progress {
@@ -305,7 +303,6 @@ impl Progress {
             show,
             start,
             layers,
-            spare: LayerProgress::default(),
         }
     }
 
@@ -325,11 +322,6 @@ impl Progress {
             .collect();
         *self.layers.lock().unwrap_or_else(|p| p.into_inner()) = layers.clone();
         layers
-    }
-
-    /// Counters that count for nothing, for a layer outside a run.
-    pub fn spare(&self) -> &LayerProgress {
-        &self.spare
     }
 
     /// Prints one event line in plain mode; bars show the same through
