@@ -284,6 +284,7 @@ impl Layer<'_> {
     /// Writes the uncompressed layer tar into `out`, from a producer thread
     /// (large store files spliced into `direct` where given, after `out` is
     /// flushed). Returns the bytes written, those spliced included.
+    /// Its bytes count as the layer's streaming phase.
     pub fn produce(
         &self,
         out: &mut dyn std::io::Write,
@@ -313,7 +314,8 @@ impl Layer<'_> {
     }
 
     /// Writes the compressed blob into `out`; it must be the blob the
-    /// hashing pass found. Needs a sink that asked for blobs.
+    /// hashing pass found. Needs a sink that asked for blobs. Its bytes
+    /// count as the layer's streaming phase.
     pub fn produce_blob(
         &self,
         compression: Compression,
