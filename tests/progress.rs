@@ -391,8 +391,12 @@ struct Tmux {
 
 impl Tmux {
     fn new(name: &str) -> Tmux {
+        // A socket per server: one being killed may still hold its socket
+        // while the next starts.
+        static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Tmux {
-            socket: format!("sli-progress-{name}-{}", std::process::id()),
+            socket: format!("sli-progress-{name}-{}-{n}", std::process::id()),
         }
     }
 
@@ -401,6 +405,8 @@ impl Tmux {
             .arg("-L")
             .arg(&self.socket)
             .args(args)
+            // A test run inside tmux must not talk to that session.
+            .env_remove("TMUX")
             .stdin(Stdio::null())
             .output()
             .expect("run tmux");
