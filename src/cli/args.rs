@@ -85,9 +85,17 @@ pub struct BuildArgs {
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 
-    /// No progress lines and no summary on stderr.
+    /// No progress lines and no summary on stderr (--progress none).
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// How progress shows on stderr: auto (bars when stderr is a terminal
+    /// and TERM is not dumb, else plain), bar (live bars: one line per
+    /// active layer with its phase, bytes and throughput, and a total with
+    /// the time left), plain (one line per event, as in build logs) or
+    /// none. NO_COLOR turns the bars' colours off.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = ProgressName::Auto)]
+    pub progress: ProgressName,
 
     /// What to write: docker-archive (default); oci-archive, an OCI image
     /// layout (oci-layout, blobs/sha256/..., index.json) as a tar; oci-dir
@@ -152,6 +160,31 @@ pub enum FormatName {
     /// A tar holding the OCI layout and Docker's manifest.json.
     #[value(name = "docker+oci")]
     DockerOci,
+}
+
+/// The `--progress` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressName {
+    /// Bars on a terminal, plain lines elsewhere.
+    Auto,
+    /// Live bars.
+    Bar,
+    /// One line per event.
+    Plain,
+    /// Nothing.
+    None,
+}
+
+impl From<ProgressName> for stream_layered_image::progress::Mode {
+    fn from(name: ProgressName) -> Self {
+        use stream_layered_image::progress::Mode;
+        match name {
+            ProgressName::Auto => Mode::Auto,
+            ProgressName::Bar => Mode::Bar,
+            ProgressName::Plain => Mode::Plain,
+            ProgressName::None => Mode::None,
+        }
+    }
 }
 
 /// The subcommands.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use stream_layered_image::compress::Compression;
 use stream_layered_image::pipeline::{self, Options, Plan};
-use stream_layered_image::progress::Progress;
+use stream_layered_image::progress::{Mode, Progress};
 use stream_layered_image::registry::Target;
 use stream_layered_image::sink::docker_archive::DockerArchive;
 use stream_layered_image::sink::members::{DirMembers, TarStream};
@@ -36,6 +36,15 @@ enum Stream {
     File(PathBuf),
     Dir(PathBuf),
     None,
+}
+
+/// The progress reporter that `--progress` and `--quiet` ask for.
+fn progress_of(args: &BuildArgs) -> Progress {
+    Progress::with_mode(if args.quiet {
+        Mode::None
+    } else {
+        args.progress.into()
+    })
 }
 
 /// Runs the build command.
@@ -97,7 +106,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         return run_multi_platform(&args, format, stream, compression, targets);
     }
     let spec = Spec::load(spec_path)?;
-    let progress = Progress::new(args.quiet);
+    let progress = progress_of(&args);
     let repo_tag = args.repo_tag.clone().or_else(|| {
         // A spec without a repo_tag can still be pushed: the image is then
         // named after its first registry.
@@ -297,7 +306,7 @@ fn run_multi_platform(
     }
     let tag = plans[0].repo_tag_text()?;
     let mtime = plans[0].mtime();
-    let progress = Progress::new(args.quiet);
+    let progress = progress_of(args);
     let mut registries = targets
         .into_iter()
         .map(RegistrySink::multi_platform)
@@ -349,7 +358,7 @@ fn run_multi_platform(
     }
     let bytes = outcome.bytes;
     if bytes > 0 {
-        progress.line(format_args!(
+        progress.summary(format_args!(
             "done: {} images, {} in {:.2}s",
             plans.len(),
             stream_layered_image::progress::human_bytes(bytes),

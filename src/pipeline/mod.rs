@@ -66,7 +66,7 @@ use crate::image::base::{BaseImage, MemberHeader};
 use crate::image::config::{self, LayerEntry};
 use crate::image::custom::CustomLayer;
 use crate::image::oci::BlobRef;
-use crate::progress::{human_bytes, Progress};
+use crate::progress::{human_bytes, LayerProgress, Meter, Phase, Progress};
 use crate::pycompat::json::PyValue;
 use crate::sink::{LayerHook, Sink};
 use crate::spec::Spec;
@@ -256,6 +256,7 @@ pub struct Layer<'p> {
     /// What the hashing pass found.
     pub hashed: &'p Hashed,
     source: &'p Source<'p>,
+    meter: &'p LayerProgress,
     cx: &'p Context<'p>,
 }
 
@@ -268,6 +269,11 @@ impl Layer<'_> {
     /// What the layer holds, for progress lines.
     pub fn describe(&self) -> String {
         self.source.describe()
+    }
+
+    /// The layer's progress counters, for a sink to show its phases.
+    pub fn progress(&self) -> &LayerProgress {
+        self.meter
     }
 
     /// The mtime of the members that hold the layer.
@@ -301,30 +307,56 @@ impl Layer<'_> {
     /// Writes the uncompressed layer tar into `out`, from a producer thread
     /// (large store files spliced into `direct` where given, after `out` is
     /// flushed). Returns the bytes written, those spliced included.
+    /// Its bytes count as the layer's streaming phase.
     pub fn produce(
         &self,
         out: &mut dyn std::io::Write,
         direct: Option<&DirectOutput>,
     ) -> Result<u64> {
-        self.source
-            .produce(self.cx, self.hashed, self.number, out, direct)
+        self.meter.begin(Phase::Streaming, self.hashed.size, 1);
+        let mut metered = Meter::new(out, self.meter);
+        let written =
+            self.source
+                .produce(self.cx, self.hashed, self.number, &mut metered, direct)?;
+        metered.finish();
+        // Spliced bytes passed the meter by; they count once done.
+        let seen = self.meter.done();
+        self.meter.add(written.saturating_sub(seen));
+        self.meter.end(Phase::Idle);
+        Ok(written)
     }
 
-    /// Writes the uncompressed layer tar into `out` on this thread.
+    /// Writes the uncompressed layer tar into `out` on this thread,
+    /// counting its bytes into the phase the caller began.
     pub fn produce_here(&self, out: &mut dyn std::io::Write) -> Result<()> {
+        let mut metered = Meter::new(out, self.meter);
         self.source
-            .produce_here(self.cx, self.hashed, self.number, out)
+            .produce_here(self.cx, self.hashed, self.number, &mut metered)?;
+        metered.finish();
+        Ok(())
     }
 
     /// Writes the compressed blob into `out`; it must be the blob the
-    /// hashing pass found. Needs a sink that asked for blobs.
+    /// hashing pass found. Needs a sink that asked for blobs. Its bytes
+    /// count as the layer's streaming phase.
     pub fn produce_blob(
         &self,
         compression: Compression,
         out: &mut dyn std::io::Write,
     ) -> Result<u64> {
-        self.source
-            .produce_blob(self.cx, self.hashed, compression, self.number, out)
+        let blob_size = self.hashed.blob.map_or(0, |(b, _)| b.size);
+        self.meter.begin(Phase::Streaming, blob_size, 1);
+        let mut metered = Meter::new(out, self.meter);
+        let written = self.source.produce_blob(
+            self.cx,
+            self.hashed,
+            compression,
+            self.number,
+            &mut metered,
+        )?;
+        metered.finish();
+        self.meter.end(Phase::Idle);
+        Ok(written)
     }
 }
 
@@ -384,10 +416,17 @@ pub fn run(plan: &Plan<'_>, sinks: &mut [&mut dyn Sink], progress: &Progress) ->
     let sources = plan.sources();
     let total_layers = sources.len();
     if total_layers > 125 {
-        progress.line(format_args!(
-            "warning: {total_layers} layers; Docker refuses images with more than about 125"
+        progress.warning(format_args!(
+            "{total_layers} layers; Docker refuses images with more than about 125"
         ));
     }
+    // Each layer is read once to hash it, then once per destination.
+    let meters = progress.start_layers(total_layers, 1 + sinks.len() as u32);
+    for (source, meter) in sources.iter().zip(meters.iter()) {
+        meter.set_label(source.describe());
+        meter.set_size(source.estimate_size());
+    }
+    let meters = &meters[..];
     let cx = Context {
         spec: plan.spec,
         parents: &plan.parents,
@@ -416,13 +455,21 @@ pub fn run(plan: &Plan<'_>, sinks: &mut [&mut dyn Sink], progress: &Progress) ->
     let hasher = |index: usize| -> Result<Hashed> {
         let started = std::time::Instant::now();
         let source = &sources[index];
+        let meter = &meters[index];
         progress.line(format_args!(
             "hashing layer {}/{total_layers}: {}, about {}",
             index + 1,
             source.describe(),
             human_bytes(source.estimate_size())
         ));
-        let mut hashed = source.hash(&cx, blob_compression)?;
+        let phase = match blob_compression {
+            Some(c) if c != Compression::None => Phase::Compressing,
+            _ => Phase::Hashing,
+        };
+        meter.begin(phase, source.estimate_size(), 1);
+        let mut hashed = source.hash(&cx, blob_compression, meter)?;
+        meter.set_size(hashed.size);
+        meter.end(Phase::Idle);
         progress.line(format_args!(
             "hashed layer {}/{total_layers}: sha256:{} {} in {:.2}s",
             index + 1,
@@ -440,6 +487,7 @@ pub fn run(plan: &Plan<'_>, sinks: &mut [&mut dyn Sink], progress: &Progress) ->
                 hashed: &hashed,
                 source,
                 cx: &cx,
+                meter,
             };
             match hook.hashed(&layer, progress) {
                 Ok(Some(blob)) if hashed.blob.is_none() => hashed.blob = Some((blob, 0)),
@@ -471,19 +519,26 @@ pub fn run(plan: &Plan<'_>, sinks: &mut [&mut dyn Sink], progress: &Progress) ->
             (0..workers).into_par_iter().for_each(|_| {
                 while let Some(job) = schedule.next() {
                     let (index, result) = match job {
-                        Job::Walk(index) => match sources[index].walk() {
-                            Ok(walked) => {
-                                if let Some(count) = walked {
-                                    progress.line(format_args!(
-                                        "walked {}: {count} entries",
-                                        sources[index].describe()
-                                    ));
+                        Job::Walk(index) => {
+                            meters[index].begin(Phase::Walking, 0, 0);
+                            match sources[index].walk() {
+                                Ok(walked) => {
+                                    let meter = &meters[index];
+                                    meter.set_label(sources[index].label());
+                                    meter.set_size(sources[index].estimate_size());
+                                    meter.end(Phase::Idle);
+                                    if let Some(count) = walked {
+                                        progress.line(format_args!(
+                                            "walked {}: {count} entries",
+                                            sources[index].describe()
+                                        ));
+                                    }
+                                    schedule.walked(index, sources[index].estimate_size());
+                                    continue;
                                 }
-                                schedule.walked(index, sources[index].estimate_size());
-                                continue;
+                                Err(e) => (index, Err(e)),
                             }
-                            Err(e) => (index, Err(e)),
-                        },
+                        }
                         Job::Hash(index) => (index, hasher(index)),
                     };
                     let failed = result.is_err();
@@ -495,6 +550,7 @@ pub fn run(plan: &Plan<'_>, sinks: &mut [&mut dyn Sink], progress: &Progress) ->
         });
         let result = stream(
             sources,
+            meters,
             &cx,
             &rx,
             schedule,
@@ -546,7 +602,7 @@ pub fn run(plan: &Plan<'_>, sinks: &mut [&mut dyn Sink], progress: &Progress) ->
     };
     if bytes > 0 {
         let secs = progress.elapsed();
-        progress.line(format_args!(
+        progress.summary(format_args!(
             "done: {} layers, {} in {:.2}s ({:.0} MiB/s)",
             summary.layers,
             human_bytes(summary.bytes),
@@ -594,6 +650,7 @@ fn destinations_outcome(slots: Vec<Slot<'_>>) -> Result<()> {
 #[allow(clippy::too_many_arguments)]
 fn stream(
     sources: &[Source<'_>],
+    meters: &[LayerProgress],
     cx: &Context<'_>,
     rx: &crossbeam_channel::Receiver<(usize, Result<Hashed>)>,
     schedule: &Schedule,
@@ -632,12 +689,14 @@ fn stream(
             hashed: &hashed,
             source,
             cx,
+            meter: &meters[index],
         };
         for slot in slots.iter_mut().filter(|s| s.active()) {
             if let Err(e) = slot.sink.layer(&layer, progress) {
                 slot.fail(e, several)?;
             }
         }
+        meters[index].end(Phase::Done);
         if several && !slots.iter().any(Slot::active) {
             break;
         }

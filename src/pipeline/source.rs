@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::image::base::{BaseImage, BaseLayer};
 use crate::image::custom::CustomLayer;
 use crate::image::oci::BlobRef;
+use crate::progress::{LayerProgress, Meter};
 use crate::spec::Spec;
 use crate::tar::filedata;
 use crate::tar::layer::{self, Contents};
@@ -68,6 +69,47 @@ impl Source<'_> {
         }
     }
 
+    /// What the layer holds, for its bar: the name of its largest store
+    /// path once walked (with how many others come with it), else as
+    /// [`Source::describe`] says.
+    pub fn label(&self) -> String {
+        let Source::Store {
+            spec_paths,
+            paths,
+            entries,
+        } = self
+        else {
+            return self.describe();
+        };
+        let Some(entries) = entries.get() else {
+            return self.describe();
+        };
+        if paths.len() < 2 {
+            return spec_paths
+                .first()
+                .map_or_else(|| self.describe(), |p| store_name(p));
+        }
+        // The walk lists each path's entries together, in the spec's order.
+        let mut sizes = vec![0u64; paths.len()];
+        let mut k = 0;
+        for e in entries {
+            while k + 1 < paths.len() && !under(&e.path, paths[k].as_bytes()) {
+                k += 1;
+            }
+            if let walk::EntryKind::File(id) = &e.kind {
+                sizes[k] += id.size;
+            }
+        }
+        let largest = (0..paths.len())
+            .max_by_key(|&i| (sizes[i], std::cmp::Reverse(i)))
+            .unwrap_or(0);
+        format!(
+            "{} and {} more",
+            store_name(&spec_paths[largest]),
+            paths.len() - 1
+        )
+    }
+
     /// A rough size, used only to start the longest hashing jobs first.
     pub fn estimate_size(&self) -> u64 {
         match self {
@@ -107,8 +149,14 @@ impl Source<'_> {
     /// The hashing pass: the layer's digest and size, the checksums the
     /// later passes must reproduce, and with `blob` the stored blob that
     /// `blob`'s compression makes of it.
-    pub fn hash(&self, cx: &Context<'_>, blob: Option<Compression>) -> Result<Hashed> {
-        let blob_sink = BlobSink::new(blob)?;
+    /// Counts the bytes into `meter`.
+    pub fn hash(
+        &self,
+        cx: &Context<'_>,
+        blob: Option<Compression>,
+        meter: &LayerProgress,
+    ) -> Result<Hashed> {
+        let blob_sink = Meter::new(BlobSink::new(blob)?, meter);
         match self {
             Source::Store { .. } => {
                 let mut sink = HashingWriter::new(blob_sink);
@@ -125,7 +173,7 @@ impl Source<'_> {
                     digest,
                     size,
                     sums,
-                    blob: blob.finish()?,
+                    blob: blob.finish().finish()?,
                 })
             }
             Source::Base(..) | Source::Custom(_) => {
@@ -138,7 +186,7 @@ impl Source<'_> {
                     digest,
                     size,
                     sums: vec![sum],
-                    blob: blob.finish()?,
+                    blob: blob.finish().finish()?,
                 })
             }
         }
@@ -463,8 +511,52 @@ fn copy_file(path: &Path, meta: &std::fs::Metadata, sink: &mut dyn Write) -> Res
         })
 }
 
+/// A store path as a person names it: its last component without the
+/// store's 32-character hash (`/nix/store/<hash>-glibc-2.39` is
+/// `glibc-2.39`); the whole last component when it has no such hash.
+fn store_name(path: &str) -> String {
+    let base = path
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(path);
+    match base.split_once('-') {
+        Some((hash, name))
+            if hash.len() == 32
+                && !name.is_empty()
+                && hash
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) =>
+        {
+            name.to_owned()
+        }
+        _ => base.to_owned(),
+    }
+}
+
+/// Whether `path` is `root` or below it.
+fn under(path: &[u8], root: &[u8]) -> bool {
+    path.strip_prefix(root)
+        .is_some_and(|rest| rest.is_empty() || rest[0] == b'/')
+}
+
 /// A member name shown as text: control characters and bytes that are not
 /// UTF-8 escaped.
 pub(crate) fn lossy(bytes: &[u8]) -> String {
     crate::escape::bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::store_name;
+
+    #[test]
+    fn store_names_lose_the_hash() {
+        assert_eq!(
+            store_name("/nix/store/0c0s5pfvbhn2fpbdxq3y4mkkzcjvmj7k-glibc-2.39-52"),
+            "glibc-2.39-52"
+        );
+        assert_eq!(store_name("/gnu/store/aaaa-app/"), "aaaa-app");
+        assert_eq!(store_name("/tmp/store/plain"), "plain");
+    }
 }

@@ -15,7 +15,7 @@ use crate::digest::Sha256Digest;
 use crate::error::Result;
 use crate::image::oci::{self, BlobRef, PlatformManifest};
 use crate::pipeline::{Finished, Layer, Plan};
-use crate::progress::{human_bytes, Progress};
+use crate::progress::{human_bytes, Phase, Progress};
 use crate::registry::{How, Registry, Target, Upload};
 use crate::sink::{LayerHook, Sink};
 
@@ -52,7 +52,7 @@ impl RegistrySink {
         let index = oci::image_index(manifests);
         self.registry.put_manifest(&index, oci::INDEX_MEDIA_TYPE)?;
         let platforms: Vec<String> = manifests.iter().map(|m| m.platform.to_string()).collect();
-        progress.line(format_args!(
+        progress.summary(format_args!(
             "pushed index sha256:{} ({}) to {}",
             Sha256Digest::of(&index),
             platforms.join(", "),
@@ -122,7 +122,7 @@ impl Sink for RegistrySink {
             }
             None => registry.put_manifest(&manifest, oci::MANIFEST_MEDIA_TYPE)?,
         }
-        progress.line(format_args!(
+        progress.summary(format_args!(
             "pushed sha256:{} to {} ({} blob uploads, {} mounts) in {:.2}s",
             Sha256Digest::of(&manifest),
             registry.target().repository(),
@@ -142,22 +142,34 @@ impl LayerHook for PushLayers {
         let started = Instant::now();
         let label = format!("layer {}/{}", layer.number, layer.total);
         let known = layer.hashed.blob.map(|(blob, _)| blob);
+        let meter = layer.progress();
+        meter.begin(Phase::Checking, 0, 0);
         let pushed = self.0.push_layer(
             &label,
             &layer.hashed.digest,
             layer.compression(),
             known,
-            &mut |w| layer.produce_here(w),
+            &mut |w| {
+                // Counted on the way into the compressor: the layer's size
+                // is the total known before the upload starts.
+                meter.begin(Phase::Uploading, layer.hashed.size, 1);
+                layer.produce_here(w)
+            },
         );
         for warning in self.0.take_warnings() {
-            progress.line(format_args!("warning: {warning}"));
+            progress.warning(format_args!("{warning}"));
         }
-        let pushed = pushed?;
+        let pushed = pushed.inspect_err(|_| meter.end(Phase::Idle))?;
         let how = match pushed.how {
             How::Present => "the registry has",
             How::Mounted => "mounted",
             How::Uploaded => "uploaded",
         };
+        match pushed.how {
+            How::Present => meter.skip(Phase::Skipped),
+            How::Mounted => meter.skip(Phase::Mounted),
+            How::Uploaded => meter.end(Phase::Uploaded),
+        }
         progress.line(format_args!(
             "{label}: {how} sha256:{} {} in {:.2}s",
             &pushed.blob.digest.hex()[..12],
