@@ -756,7 +756,7 @@ fn coarsen(graph: &Graph, groups: &mut [Option<Fine>], target: usize, weights: W
                 .list
                 .retain(|&(_, _, _, x, vx)| version(groups, x as usize) == Some(vx));
             match short.list.first() {
-                Some(&k) if short.threshold.map_or(true, |t| k < t) => break Some(k),
+                Some(&k) if short.threshold.is_none_or(|t| k < t) => break Some(k),
                 None if short.threshold.is_none() => break None,
                 _ => {}
             }

@@ -39,7 +39,7 @@ impl Bars {
     /// own).
     pub(super) fn start(layers: Arc<Mutex<Arc<[LayerProgress]>>>) -> Bars {
         let color = std::io::stderr().is_terminal()
-            && std::env::var_os("NO_COLOR").map_or(true, |v| v.is_empty());
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::term_like_with_hz(
             Box::new(Stderr::default()),
             10,
