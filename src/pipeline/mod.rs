@@ -51,6 +51,7 @@
 //! itself (a spec, a walk, a hashing pass) end the run for all.
 
 pub mod schedule;
+mod sink;
 mod source;
 
 use std::path::PathBuf;
@@ -68,11 +69,11 @@ use crate::image::custom::CustomLayer;
 use crate::image::oci::BlobRef;
 use crate::progress::{human_bytes, LayerProgress, Meter, Phase, Progress};
 use crate::pycompat::json::PyValue;
-use crate::sink::{LayerHook, Sink};
 use crate::spec::Spec;
 use crate::tar::relay::DirectOutput;
 use crate::tar::walk;
 use schedule::{Job, Schedule};
+pub use sink::{LayerHook, Sink};
 use source::{Context, Source};
 
 /// Choices that are not part of the spec.
