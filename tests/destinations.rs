@@ -52,19 +52,11 @@ fn store(dir: &Path, variant: &str) -> PathBuf {
 }
 
 fn tool(args: &[&str]) -> Output {
-    let home = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(TOOL);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .env("HOME", home.path())
-        .env_remove("REGISTRY_AUTH_FILE")
-        .env_remove("DOCKER_CONFIG")
-        .env_remove("XDG_RUNTIME_DIR");
-    clients::output_within(&mut cmd, Duration::from_secs(300))
+    clients::output_without_credentials(TOOL, args)
 }
 
 fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    clients::stderr_text(out)
 }
 
 fn pulled_diff_ids(reference: &str) -> Vec<String> {

@@ -11,8 +11,7 @@ mod clients;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Command, Output};
 
 use clients::{require, require_docker, run, run_json, Registry};
 use serde_json::Value;
@@ -46,18 +45,11 @@ fn specs(dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 fn tool(args: &[&std::ffi::OsStr]) -> Output {
-    let home = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(TOOL);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .env("HOME", home.path())
-        .env_remove("REGISTRY_AUTH_FILE")
-        .env_remove("DOCKER_CONFIG");
-    clients::output_within(&mut cmd, Duration::from_secs(300))
+    clients::output_without_credentials(TOOL, args)
 }
 
 fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    clients::stderr_text(out)
 }
 
 /// The platforms an index names, as `os/arch[/variant]`.

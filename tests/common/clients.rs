@@ -196,6 +196,31 @@ pub fn unique_name(prefix: &str) -> String {
     format!("sli-test-{prefix}-{}-{n}", std::process::id())
 }
 
+/// Runs `program` with `args` (for at most 5 minutes) as a user without
+/// registry credentials of their own: an empty home, and none of the
+/// variables that name auth files.
+pub fn output_without_credentials<I, S>(program: &str, args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .env("HOME", home.path())
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env_remove("DOCKER_CONFIG")
+        .env_remove("XDG_RUNTIME_DIR");
+    output_within(&mut cmd, Duration::from_secs(300))
+}
+
+/// A command's stderr as text.
+pub fn stderr_text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+// ---------------------------------------------------------------------------
 // ---------------------------------------------------------------------------
 // Loopback registry
 
