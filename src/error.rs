@@ -118,6 +118,18 @@ pub enum Error {
         /// What went wrong.
         problem: String,
     },
+    /// A container engine (`--load`) could not be reached, or failed or
+    /// refused a call.
+    #[error("--load {engine}: {call}: {problem}")]
+    Engine {
+        /// `docker` or `podman`.
+        engine: &'static str,
+        /// The call and where it went: `POST /images/load on
+        /// /var/run/docker.sock`, `podman load`.
+        call: String,
+        /// What went wrong.
+        problem: String,
+    },
     /// An option or combination of options is not valid.
     #[error("{0}")]
     Usage(String),
@@ -146,7 +158,15 @@ pub enum Error {
 fn destinations_message(total: usize, failed: &[(String, Error)], succeeded: &[String]) -> String {
     let failures: Vec<String> = failed
         .iter()
-        .map(|(name, e)| format!("{name}: {e}"))
+        .map(|(name, e)| {
+            // An error that names its destination already (`--load
+            // docker: ...`) is not prefixed twice.
+            let message = e.to_string();
+            match message.strip_prefix(name.as_str()) {
+                Some(rest) if rest.starts_with(": ") => message,
+                _ => format!("{name}: {message}"),
+            }
+        })
         .collect();
     let got = if succeeded.is_empty() {
         "none got the image".to_owned()

@@ -14,8 +14,9 @@
 //!    order, feeding every [`sink`] it is given the same stream of layers,
 //!    digests and config;
 //! 5. [`sink`] has one destination per module (docker-archive, OCI layout,
-//!    registry), each behind the [`sink::Sink`] trait; [`registry`] is the
-//!    registry client the registry sink uses.
+//!    registry, a local engine's `load`), each behind the [`sink::Sink`]
+//!    trait; [`registry`] is the registry client the registry sink uses,
+//!    [`engine`] the Docker Engine API client of `--load docker`.
 //!
 //! [`layering`] decides which store paths share a layer, from a references
 //! graph, apart from all of the above: it never touches tar.
@@ -24,6 +25,7 @@
 
 pub mod compress;
 pub mod digest;
+pub mod engine;
 pub mod error;
 pub mod escape;
 pub mod image;

@@ -146,6 +146,22 @@ pub struct BuildArgs {
     /// uploaded, and a new one is compressed once.
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
+
+    /// Load the image into a local engine, in the same run as -o and
+    /// --push. docker (the default): through the Engine API at $DOCKER_HOST
+    /// (unix:// only) or /var/run/docker.sock, sending only the layers the
+    /// engine lacks (the image ID is the one `docker load` of the whole
+    /// archive gives); podman: the whole archive to `podman load`, which
+    /// takes no other. The engine gets a docker-archive whatever --format
+    /// says of -o.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "ENGINE",
+        num_args = 0..=1,
+        default_missing_value = "docker"
+    )]
+    pub load: Option<LoadEngine>,
 }
 
 /// The `--format` names.
@@ -160,6 +176,15 @@ pub enum FormatName {
     /// A tar holding the OCI layout and Docker's manifest.json.
     #[value(name = "docker+oci")]
     DockerOci,
+}
+
+/// The engines of `--load`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LoadEngine {
+    /// The Docker engine, through its API.
+    Docker,
+    /// podman, through `podman load`.
+    Podman,
 }
 
 /// The `--progress` names.
@@ -315,6 +340,12 @@ pub fn parse(args: Vec<OsString>) -> anyhow::Result<Parsed> {
     let mut it = args.into_iter().peekable();
     while let Some(arg) = it.next() {
         let oci_dir = arg == "oci-dir" && argv.last().is_some_and(|a| a == "--format");
+        // `--load SPEC.json`: the engine is optional, and an existing file
+        // after it is the spec, not an engine's name.
+        if arg == "--load" && it.peek().is_some_and(|a| std::path::Path::new(a).is_file()) {
+            argv.push("--load=docker".into());
+            continue;
+        }
         argv.push(arg);
         if oci_dir {
             if let Some(dir) = it.next_if(|a| !a.to_string_lossy().starts_with('-')) {

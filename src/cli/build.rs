@@ -9,10 +9,12 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use stream_layered_image::compress::Compression;
+use stream_layered_image::engine::Docker;
 use stream_layered_image::pipeline::{self, Options, Plan};
 use stream_layered_image::progress::{Mode, Progress};
 use stream_layered_image::registry::Target;
 use stream_layered_image::sink::docker_archive::DockerArchive;
+use stream_layered_image::sink::engine::{DockerLoad, PodmanLoad};
 use stream_layered_image::sink::members::{DirMembers, TarStream};
 use stream_layered_image::sink::oci_layout::OciLayout;
 use stream_layered_image::sink::registry::RegistrySink;
@@ -21,7 +23,7 @@ use stream_layered_image::spec::Spec;
 use stream_layered_image::tar::relay::DirectOutput;
 use stream_layered_image::Error;
 
-use super::args::{BuildArgs, FormatName};
+use super::args::{BuildArgs, FormatName, LoadEngine};
 use super::output::OutputFile;
 
 /// Whether `e` is our output closing early, which counts as success.
@@ -64,6 +66,12 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
             }
             Stream::None
         }
+        (_, None, None) if args.load.is_some() => {
+            if args.format.is_some_and(|f| f != FormatName::DockerArchive) {
+                bail!("--load sends the engine a docker-archive; --format applies to -o FILE or oci-dir DIR");
+            }
+            Stream::None
+        }
         (_, None, None) => Stream::Stdout,
     };
     if args.push.is_empty()
@@ -103,6 +111,9 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         .collect::<stream_layered_image::Result<Vec<_>>>()?;
 
     if args.specs.len() > 1 {
+        if args.load.is_some() {
+            bail!("--load takes one spec: an engine loads one image, not a multi-platform index");
+        }
         return run_multi_platform(&args, format, stream, compression, targets);
     }
     let spec = Spec::load(spec_path)?;
@@ -128,9 +139,20 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         .into_iter()
         .map(RegistrySink::new)
         .collect::<stream_layered_image::Result<Vec<_>>>()?;
+    let mut docker_load = match args.load {
+        Some(LoadEngine::Docker) => Some(DockerLoad::new(Docker::from_env()?)),
+        _ => None,
+    };
+    let mut podman_load = (args.load == Some(LoadEngine::Podman)).then(PodmanLoad::new);
     let mut sinks: Vec<&mut dyn Sink> = Vec::new();
     for registry in registries.iter_mut() {
         sinks.push(registry);
+    }
+    if let Some(load) = docker_load.as_mut() {
+        sinks.push(load);
+    }
+    if let Some(load) = podman_load.as_mut() {
+        sinks.push(load);
     }
     match stream {
         Stream::None => {

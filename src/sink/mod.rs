@@ -11,13 +11,16 @@
 //!   nixpkgs' script;
 //! * [`oci_layout`]: an OCI image layout, as a tar (`oci-archive`, and
 //!   `docker+oci` with Docker's `manifest.json` too) or as a directory;
-//! * [`registry`]: a push to a registry, through [`crate::registry`].
+//! * [`registry`]: a push to a registry, through [`crate::registry`];
+//! * [`engine`]: `--load`, into a local Docker engine (through its API) or
+//!   podman.
 //!
 //! The two traits are the pipeline's ([`crate::pipeline::Sink`],
 //! [`crate::pipeline::LayerHook`]), re-exported here: sinks depend on the
 //! pipeline's types, never the other way round.
 
 pub mod docker_archive;
+pub mod engine;
 pub mod members;
 pub mod oci_layout;
 pub mod registry;

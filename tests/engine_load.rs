@@ -1,0 +1,517 @@
+//! `--load` into the real Docker engine and podman (never mocks): the thin
+//! load that leaves out the layers the engine holds, its image ID against
+//! `docker load` of the full archive, the container it runs, the two ways
+//! the engine may lack a layer (deleted before the run; deleted between the
+//! question and the load, which the engine refuses), and the one-line
+//! errors of a missing socket, a bad `DOCKER_HOST` and an engine that fails.
+//!
+//! The images come from the fixture store of `scripts/make-fixtures.py`
+//! with its static busybox, the tool running in a private mount namespace
+//! where the store is at `/nix/store`. Each test stamps its files with an
+//! mtime of its own, so that its layers are its own: tests running at once
+//! never hold (or delete) each other's layers.
+//!
+//! A test whose client is missing prints why and passes; with `CI=true` it
+//! fails instead.
+
+#[path = "common/clients.rs"]
+mod clients;
+#[path = "common/fixtures.rs"]
+mod fixtures;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use clients::{
+    require, require_docker, run, run_json, run_text, unavailable, Archive, LoadedImage,
+};
+use serde_json::Value;
+
+const TOOL: &str = env!("CARGO_BIN_EXE_stream-layered-image");
+const BUSYBOX: &str = "/bin/busybox";
+
+fn fixture_root(test: &str) -> Option<&'static Path> {
+    static ROOT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let root = ROOT.get_or_init(|| {
+        if !Path::new(BUSYBOX).is_file() {
+            return Err(format!(
+                "no static busybox at {BUSYBOX} (Debian: busybox-static)"
+            ));
+        }
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("engine-load-fixtures");
+        fixtures::build_fixtures(&root, Some(Path::new(BUSYBOX)))?;
+        Ok(root)
+    });
+    match root {
+        Ok(root) => Some(root),
+        Err(why) => {
+            unavailable(test, &format!("no fixture store: {why}"));
+            None
+        }
+    }
+}
+
+fn scratch(test: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("{test}-"))
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("scratch dir")
+}
+
+/// Two images of the runnable fixture, stamped with `day` (1 to 28) of
+/// January 2001: A, and B, which adds one small store layer after A's
+/// store layers. Returns the specs' paths and tags.
+struct Pair {
+    a: PathBuf,
+    b: PathBuf,
+    tag_a: String,
+    tag_b: String,
+}
+
+fn pair(root: &Path, dir: &Path, day: u32) -> Pair {
+    let mut spec: Value =
+        serde_json::from_slice(&fs::read(root.join("specs/runnable.json")).expect("spec"))
+            .expect("JSON");
+    let stamp = format!("2001-01-{day:02}T00:00:00+00:00");
+    spec["mtime"] = stamp.clone().into();
+    spec["created"] = stamp.into();
+    let tag_a = format!("{}:a", clients::unique_name("load"));
+    let tag_b = format!("{}:b", clients::unique_name("load"));
+    spec["repo_tag"] = tag_a.clone().into();
+    let a = dir.join("a.json");
+    fs::write(&a, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let basic: Value =
+        serde_json::from_slice(&fs::read(root.join("specs/basic.json")).expect("spec"))
+            .expect("JSON");
+    let small = basic["store_layers"][0].clone();
+    let layers = spec["store_layers"].as_array_mut().unwrap();
+    layers.push(small);
+    spec["repo_tag"] = tag_b.clone().into();
+    let b = dir.join("b.json");
+    fs::write(&b, serde_json::to_vec(&spec).unwrap()).unwrap();
+    Pair { a, b, tag_a, tag_b }
+}
+
+/// The tool on `spec` with `args`, in the store namespace, with progress
+/// lines; its output, whatever its status.
+fn tool(root: &Path, spec: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = fixtures::store_namespace_command(root, TOOL);
+    cmd.arg(spec).args(["--progress", "plain"]).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    clients::output_within(&mut cmd, std::time::Duration::from_secs(300))
+}
+
+/// `tool`, which must succeed; its stderr.
+fn tool_ok(root: &Path, spec: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = tool(root, spec, args, env);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "the tool failed ({}):\n{stderr}",
+        out.status
+    );
+    stderr
+}
+
+/// The numbers of the layers the progress lines say were skipped.
+fn skipped_layers(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter_map(|l| l.split("--load docker: skipping layer ").nth(1))
+        .map(|rest| rest.split(' ').next().unwrap().to_owned())
+        .collect()
+}
+
+/// The bytes the progress line says were sent (the last such line).
+fn bytes_sent(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .rev()
+        .filter(|l| l.contains("--load docker: sent "))
+        .filter_map(|l| l.split(" layers, ").nth(1))
+        .find_map(|rest| rest.split(" bytes").next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no bytes sent in:\n{stderr}"))
+}
+
+fn image_id(client: &str, reference: &str) -> String {
+    run_json(client, ["image", "inspect", reference])[0]["Id"]
+        .as_str()
+        .expect("Id")
+        .trim_start_matches("sha256:")
+        .to_owned()
+}
+
+fn runs(tag: &str) {
+    let said = run_text("docker", ["run", "--rm", "--network=none", tag]);
+    assert_eq!(said, "runnable-ok\n", "docker run {tag}");
+}
+
+#[test]
+fn thin_load_sends_only_the_missing_layers_and_gives_docker_loads_id() {
+    let test = "thin_load_sends_only_the_missing_layers_and_gives_docker_loads_id";
+    if !require_docker(test) {
+        return;
+    }
+    let Some(root) = fixture_root(test) else {
+        return;
+    };
+    let dir = scratch(test);
+    let p = pair(root, dir.path(), 1);
+    let _a = LoadedImage {
+        client: "docker",
+        reference: p.tag_a.clone(),
+    };
+    let _b = LoadedImage {
+        client: "docker",
+        reference: p.tag_b.clone(),
+    };
+
+    let first = tool_ok(root, &p.a, &["--load"], &[]);
+    assert!(
+        skipped_layers(&first).is_empty(),
+        "a new image skips nothing:\n{first}"
+    );
+    assert!(
+        first.contains(&format!("--load docker: Loaded image: {}", p.tag_a)),
+        "{first}"
+    );
+
+    // B after A, with -o in the same run: the file is the full archive.
+    let full = dir.path().join("b.tar");
+    let second = tool_ok(
+        root,
+        &p.b,
+        &["--load", "docker", "-o", full.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(
+        skipped_layers(&second),
+        ["1/4", "2/4"],
+        "A's two store layers:\n{second}"
+    );
+    let sent = bytes_sent(&second);
+    let full_size = fs::metadata(&full).unwrap().len();
+    assert!(
+        sent * 20 < full_size,
+        "sent {sent} bytes of a {full_size}-byte archive"
+    );
+    let archive = Archive::read(&full);
+    let thin_id = image_id("docker", &p.tag_b);
+    assert_eq!(
+        thin_id,
+        archive.image_id(),
+        "the image ID is the config's digest"
+    );
+    runs(&p.tag_b);
+
+    // The same image from `docker load` of the full archive.
+    run(Command::new("docker").args(["rmi", &p.tag_b]));
+    run(Command::new("docker").arg("load").arg("-i").arg(&full));
+    assert_eq!(
+        image_id("docker", &p.tag_b),
+        thin_id,
+        "docker load of the full archive"
+    );
+}
+
+#[test]
+fn deleted_base_image_means_every_layer_is_sent() {
+    let test = "deleted_base_image_means_every_layer_is_sent";
+    if !require_docker(test) {
+        return;
+    }
+    let Some(root) = fixture_root(test) else {
+        return;
+    };
+    let dir = scratch(test);
+    let p = pair(root, dir.path(), 2);
+    let _a = LoadedImage {
+        client: "docker",
+        reference: p.tag_a.clone(),
+    };
+    let _b = LoadedImage {
+        client: "docker",
+        reference: p.tag_b.clone(),
+    };
+    tool_ok(root, &p.a, &["--load"], &[]);
+    run(Command::new("docker").args(["rmi", &p.tag_a]));
+    let full = dir.path().join("b.tar");
+    let stderr = tool_ok(root, &p.b, &["-o", full.to_str().unwrap(), "--load"], &[]);
+    assert!(
+        skipped_layers(&stderr).is_empty(),
+        "A's layers are gone:\n{stderr}"
+    );
+    let sent = bytes_sent(&stderr);
+    assert_eq!(sent, fs::metadata(&full).unwrap().len(), "the full archive");
+    assert_eq!(
+        image_id("docker", &p.tag_b),
+        Archive::read(&full).image_id()
+    );
+    runs(&p.tag_b);
+}
+
+/// A socket in front of the engine's that deletes `image` just before it
+/// passes on each `POST /images/load`: the engine is asked which layers it
+/// has while it has A's, and loses them before the load arrives.
+fn deleting_proxy(socket: &Path, image: String) {
+    let listener = UnixListener::bind(socket).expect("bind proxy socket");
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if client.read(&mut byte).unwrap_or(0) == 0 {
+                    break;
+                }
+                head.push(byte[0]);
+            }
+            if head.starts_with(b"POST /images/load") {
+                let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
+            }
+            let Ok(mut engine) = UnixStream::connect("/var/run/docker.sock") else {
+                return;
+            };
+            engine.write_all(&head).unwrap();
+            let (mut from_client, mut to_engine) =
+                (client.try_clone().unwrap(), engine.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from_client, &mut to_engine);
+            });
+            let _ = std::io::copy(&mut engine, &mut client);
+            let _ = client.shutdown(std::net::Shutdown::Both);
+        }
+    });
+}
+
+#[test]
+fn refused_thin_archive_falls_back_to_the_full_one() {
+    let test = "refused_thin_archive_falls_back_to_the_full_one";
+    if !require_docker(test) {
+        return;
+    }
+    if !Path::new("/var/run/docker.sock").exists() {
+        unavailable(test, "the engine is not at /var/run/docker.sock");
+        return;
+    }
+    let Some(root) = fixture_root(test) else {
+        return;
+    };
+    let dir = scratch(test);
+    let p = pair(root, dir.path(), 3);
+    let _a = LoadedImage {
+        client: "docker",
+        reference: p.tag_a.clone(),
+    };
+    let _b = LoadedImage {
+        client: "docker",
+        reference: p.tag_b.clone(),
+    };
+    tool_ok(root, &p.a, &["--load"], &[]);
+    let socket = dir.path().join("proxy.sock");
+    deleting_proxy(&socket, p.tag_a.clone());
+    let host = format!("unix://{}", socket.display());
+    let full = dir.path().join("b.tar");
+    let stderr = tool_ok(
+        root,
+        &p.b,
+        &["--load", "-o", full.to_str().unwrap()],
+        &[("DOCKER_HOST", &host)],
+    );
+    assert_eq!(
+        skipped_layers(&stderr),
+        ["1/4", "2/4"],
+        "planned with A present:\n{stderr}"
+    );
+    let fallback: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("refused the archive without the layers it had"))
+        .collect();
+    assert_eq!(fallback.len(), 1, "one line says why:\n{stderr}");
+    assert!(
+        fallback[0].contains("layer.tar") && fallback[0].ends_with("sending the full archive"),
+        "{}",
+        fallback[0]
+    );
+    assert!(
+        stderr.contains(&format!("--load docker: Loaded image: {}", p.tag_b)),
+        "{stderr}"
+    );
+    assert_eq!(
+        image_id("docker", &p.tag_b),
+        Archive::read(&full).image_id()
+    );
+    let a_left = Command::new("docker")
+        .args(["image", "inspect", &p.tag_a])
+        .output()
+        .unwrap();
+    assert!(!a_left.status.success(), "the proxy deleted A");
+    runs(&p.tag_b);
+}
+
+/// The one line of a failed run, which must exit with status 1.
+fn one_line_error(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "status; stderr:\n{stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("stream-layered-image: error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "one error line:\n{stderr}");
+    errors[0]
+        .trim_start_matches("stream-layered-image: error: ")
+        .to_owned()
+}
+
+#[test]
+fn bad_sockets_hosts_and_options_are_one_line_errors() {
+    let test = "bad_sockets_hosts_and_options_are_one_line_errors";
+    let Some(root) = fixture_root(test) else {
+        return;
+    };
+    let dir = scratch(test);
+    let p = pair(root, dir.path(), 4);
+    let not_a_socket = dir.path().join("plain-file");
+    fs::write(&not_a_socket, "").unwrap();
+    let missing = format!("unix://{}/none/docker.sock", dir.path().display());
+    let file_host = format!("unix://{}", not_a_socket.display());
+    for (env, args, says) in [
+        (
+            missing.as_str(),
+            vec!["--load"],
+            format!(
+                "--load docker: GET /info on {}/none/docker.sock: No such file or directory",
+                dir.path().display()
+            ),
+        ),
+        (
+            file_host.as_str(),
+            vec!["--load"],
+            format!(
+                "--load docker: GET /info on {}: Connection refused",
+                not_a_socket.display()
+            ),
+        ),
+        (
+            "tcp://127.0.0.1:2375",
+            vec!["--load"],
+            "--load docker: DOCKER_HOST=\"tcp://127.0.0.1:2375\": tcp:// is not supported".into(),
+        ),
+        (
+            "",
+            vec!["--load", "--format", "oci-archive"],
+            "--load sends the engine a docker-archive; --format applies to -o FILE".into(),
+        ),
+        (
+            "",
+            vec!["--load", "dokcer"],
+            "--load \"dokcer\": expected one of docker, podman".into(),
+        ),
+    ] {
+        let out = tool(root, &p.a, &args, &[("DOCKER_HOST", env)]);
+        let line = one_line_error(&out);
+        assert!(
+            line.starts_with(&says),
+            "{args:?} with DOCKER_HOST={env:?}: {line}"
+        );
+    }
+    // Several specs make an index, which no engine loads.
+    let out = tool(root, &p.a, &["--load", p.b.to_str().unwrap()], &[]);
+    assert!(one_line_error(&out).starts_with("--load takes one spec"));
+}
+
+#[test]
+fn engine_errors_are_not_refusals_to_fall_back_on() {
+    let test = "engine_errors_are_not_refusals_to_fall_back_on";
+    if !require_docker(test) {
+        return;
+    }
+    let Some(root) = fixture_root(test) else {
+        return;
+    };
+    let dir = scratch(test);
+    let p = pair(root, dir.path(), 5);
+    let _a = LoadedImage {
+        client: "docker",
+        reference: p.tag_a.clone(),
+    };
+    tool_ok(root, &p.a, &["--load"], &[]);
+    // The engine loads B's layers and config, then refuses its tag.
+    let full = dir.path().join("b.tar");
+    let upper = ["-t", "Upper/Case:1"];
+    tool_ok(
+        root,
+        &p.b,
+        &[&upper[..], &["-o", full.to_str().unwrap()]].concat(),
+        &[],
+    );
+    let _b = LoadedImage {
+        client: "docker",
+        reference: Archive::read(&full).image_id(),
+    };
+    let out = tool(root, &p.b, &[&upper[..], &["--load"]].concat(), &[]);
+    let line = one_line_error(&out);
+    assert!(
+        line.starts_with("--load docker: POST /images/load on /var/run/docker.sock: ")
+            && line.contains("must be lowercase"),
+        "{line}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("sending the full archive"),
+        "no fallback:\n{stderr}"
+    );
+}
+
+#[test]
+fn podman_load_gets_the_full_archive() {
+    let test = "podman_load_gets_the_full_archive";
+    if !require(test, &["podman"]) {
+        return;
+    }
+    let Some(root) = fixture_root(test) else {
+        return;
+    };
+    let dir = scratch(test);
+    let p = pair(root, dir.path(), 6);
+    let _b = LoadedImage {
+        client: "podman",
+        reference: p.tag_b.clone(),
+    };
+    let full = dir.path().join("b.tar");
+    let stderr = tool_ok(
+        root,
+        &p.b,
+        &["--load", "podman", "-o", full.to_str().unwrap()],
+        &[],
+    );
+    assert!(
+        stderr.contains("--load podman: sent the full archive"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--load podman: Loaded image"), "{stderr}");
+    assert_eq!(
+        image_id("podman", &p.tag_b),
+        Archive::read(&full).image_id(),
+        "podman's image ID"
+    );
+
+    // Without podman: one line naming the command.
+    let out = tool(
+        root,
+        &p.b,
+        &["--load", "podman"],
+        &[("PATH", "/nonexistent")],
+    );
+    let line = one_line_error(&out);
+    assert!(
+        line.starts_with("--load podman: podman load: No such file or directory"),
+        "{line}"
+    );
+}
