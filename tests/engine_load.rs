@@ -515,3 +515,77 @@ fn podman_load_gets_the_full_archive() {
         "{line}"
     );
 }
+
+#[test]
+fn load_push_and_an_oci_file_in_one_run() {
+    let test = "load_push_and_an_oci_file_in_one_run";
+    if !require_docker(test) || !require(test, &["docker-registry", "skopeo"]) {
+        return;
+    }
+    let Some(root) = fixture_root(test) else {
+        return;
+    };
+    let dir = scratch(test);
+    let p = pair(root, dir.path(), 7);
+    let _a = LoadedImage {
+        client: "docker",
+        reference: p.tag_a.clone(),
+    };
+    let _b = LoadedImage {
+        client: "docker",
+        reference: p.tag_b.clone(),
+    };
+    let alone = dir.path().join("alone.tar");
+    tool_ok(root, &p.b, &["-o", alone.to_str().unwrap()], &[]);
+    let alone = Archive::read(&alone);
+    tool_ok(root, &p.a, &["--load"], &[]);
+
+    let registry = clients::Registry::start();
+    let pushed = format!("{}/app:1", registry.host());
+    let oci = dir.path().join("b.oci.tar");
+    let stderr = tool_ok(
+        root,
+        &p.b,
+        &[
+            "--push",
+            &pushed,
+            "--insecure",
+            "--load",
+            "-o",
+            oci.to_str().unwrap(),
+            "--format",
+            "oci-archive",
+        ],
+        &[],
+    );
+    // The engine got the docker-archive's image, thin.
+    assert_eq!(skipped_layers(&stderr), ["1/4", "2/4"], "{stderr}");
+    assert_eq!(image_id("docker", &p.tag_b), alone.image_id());
+    runs(&p.tag_b);
+    // The registry and the file got the image too.
+    let config = run_json(
+        "skopeo",
+        [
+            "inspect",
+            "--tls-verify=false",
+            "--config",
+            &format!("docker://{pushed}"),
+        ],
+    );
+    assert_eq!(
+        clients::strings(&config["rootfs"]["diff_ids"]),
+        alone.diff_ids()
+    );
+    let layout = run_json(
+        "skopeo",
+        [
+            "inspect",
+            "--config",
+            &format!("oci-archive:{}", oci.display()),
+        ],
+    );
+    assert_eq!(
+        clients::strings(&layout["rootfs"]["diff_ids"]),
+        alone.diff_ids()
+    );
+}
