@@ -87,7 +87,14 @@ fn pair(root: &Path, dir: &Path, day: u32) -> Pair {
     let basic: Value =
         serde_json::from_slice(&fs::read(root.join("specs/basic.json")).expect("spec"))
             .expect("JSON");
-    let small = basic["store_layers"][0].clone();
+    // A small store path that the runnable image lacks.
+    let small = basic["store_layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l[0].as_str().unwrap().ends_with("-symlinks"))
+        .expect("the basic spec's symlinks layer")
+        .clone();
     let layers = spec["store_layers"].as_array_mut().unwrap();
     layers.push(small);
     spec["repo_tag"] = tag_b.clone().into();
@@ -587,5 +594,38 @@ fn load_push_and_an_oci_file_in_one_run() {
     assert_eq!(
         clients::strings(&layout["rootfs"]["diff_ids"]),
         alone.diff_ids()
+    );
+}
+
+#[test]
+fn a_socket_the_user_may_not_open_is_a_one_line_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let test = "a_socket_the_user_may_not_open_is_a_one_line_error";
+    if !require(test, &["setpriv"]) {
+        return;
+    }
+    let Some(root) = fixture_root(test) else {
+        return;
+    };
+    let dir = scratch(test);
+    // The user the tool runs as must read the spec, not the socket.
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let p = pair(root, dir.path(), 8);
+    let socket = dir.path().join("engine.sock");
+    let _listener = UnixListener::bind(&socket).unwrap();
+    fs::set_permissions(&socket, fs::Permissions::from_mode(0o600)).unwrap();
+    let mut cmd = fixtures::store_namespace_command(root, "/usr/bin/setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", TOOL])
+        .arg(&p.a)
+        .arg("--load")
+        .env("DOCKER_HOST", format!("unix://{}", socket.display()));
+    let out = clients::output_within(&mut cmd, std::time::Duration::from_secs(60));
+    let line = one_line_error(&out);
+    assert_eq!(
+        line,
+        format!(
+            "--load docker: GET /info on {}: Permission denied (os error 13); the socket needs root or membership of its group (usually docker)",
+            socket.display()
+        )
     );
 }
