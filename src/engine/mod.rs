@@ -366,6 +366,43 @@ mod tests {
         assert!(!containerd_store(&info(Value::Null)));
     }
 
+    /// An engine that answers before it has read the body, and closes:
+    /// the write fails, and the error is the engine's answer.
+    #[test]
+    fn an_early_refusal_is_the_engines_message() {
+        use std::io::Read;
+        use std::os::unix::net::UnixListener;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("engine.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut head = [0u8; 16];
+            stream.read_exact(&mut head).unwrap();
+            let body = r#"{"message":"not a tarball"}"#;
+            let answer = format!(
+                "HTTP/1.1 400 Bad Request\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(answer.as_bytes()).unwrap();
+        });
+        let mut upload = Docker::at(&path).start_load().unwrap();
+        server.join().unwrap();
+        let chunk = vec![0u8; 1 << 20];
+        let e = loop {
+            if let Err(e) = upload.write_all(&chunk) {
+                break e;
+            }
+        };
+        assert_eq!(
+            upload.failed(e).to_string(),
+            format!(
+                "--load docker: POST /images/load on {}: 400 Bad Request: not a tarball",
+                path.display()
+            )
+        );
+    }
+
     #[test]
     fn load_answers() {
         assert_eq!(

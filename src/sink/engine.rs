@@ -38,6 +38,11 @@ pub struct DockerLoad {
     thin: bool,
     /// The engine's layer chains, asked before the first layer.
     chains: HashSet<String>,
+    /// The question under way: asked on a thread of its own when the run
+    /// begins (an image inspected per call, which adds up on an engine
+    /// with many images) while the layers are walked and hashed, and
+    /// awaited by the first layer.
+    asking: Option<JoinHandle<Result<HashSet<String>>>>,
     /// Why every layer is sent although a thin archive was asked for, to
     /// say once the run shows progress.
     note: Option<String>,
@@ -58,6 +63,7 @@ impl DockerLoad {
             docker,
             thin: true,
             chains: HashSet::new(),
+            asking: None,
             note: None,
             archive: None,
             chain: None,
@@ -133,17 +139,31 @@ impl Sink for DockerLoad {
                         .into(),
                 );
             } else {
-                self.chains = self.docker.layer_chains()?;
+                let docker = self.docker.clone();
+                self.asking = Some(std::thread::spawn(move || docker.layer_chains()));
             }
         }
-        let upload = self.docker.start_load()?;
-        self.archive = Some(DockerArchive::new(upload, None, self.destination()));
         Ok(())
     }
 
     fn layer(&mut self, layer: &Layer<'_>, progress: &Progress) -> Result<()> {
         if let Some(note) = self.note.take() {
-            progress.line(format_args!("--load docker: {note}"));
+            progress.warning(format_args!("--load docker: {note}"));
+        }
+        if let Some(asking) = self.asking.take() {
+            self.chains = asking.join().unwrap_or_else(|_| {
+                Err(Error::Engine {
+                    engine: "docker",
+                    call: format!("GET /images/json on {}", self.docker.socket().display()),
+                    problem: "the thread asking it stopped".into(),
+                })
+            })?;
+        }
+        if self.archive.is_none() {
+            // The load starts once the question is answered: the engine is
+            // always asked before it is sent anything.
+            let upload = self.docker.start_load()?;
+            self.archive = Some(DockerArchive::new(upload, None, self.destination()));
         }
         let diff_id = format!("sha256:{}", layer.hashed.digest.hex());
         let chain = match &self.chain {
@@ -177,7 +197,11 @@ impl Sink for DockerLoad {
         image: &Finished<'_>,
         progress: &Progress,
     ) -> Result<u64> {
-        let mut archive = self.archive.take().expect("begun");
+        let mut archive = match self.archive.take() {
+            Some(archive) => archive,
+            // An image without layers.
+            None => DockerArchive::new(self.docker.start_load()?, None, self.destination()),
+        };
         let sent = match archive.finish(plan, image, progress) {
             Ok(n) => n,
             Err(e) => {
@@ -187,7 +211,7 @@ impl Sink for DockerLoad {
         };
         self.sent += sent;
         let skipped_bytes: u64 = self.skipped.iter().map(|(_, n)| n).sum();
-        progress.line(format_args!(
+        progress.summary(format_args!(
             "--load docker: sent {} of {} layers, {sent} bytes ({}) of the full archive's about {} ({}); skipped {}",
             self.layers - self.skipped.len(),
             self.layers,
@@ -204,7 +228,7 @@ impl Sink for DockerLoad {
                 Ok(sent)
             }
             Loaded::Refused(message) if self.refused_for_missing_layer(&message) => {
-                progress.summary(format_args!(
+                progress.warning(format_args!(
                     "--load docker: the engine refused the archive without the layers it had ({message}); sending the full archive"
                 ));
                 let mut full = DockerLoad::full(self.docker.clone());
