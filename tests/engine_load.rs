@@ -629,3 +629,105 @@ fn a_socket_the_user_may_not_open_is_a_one_line_error() {
         )
     );
 }
+
+/// Reads a request head and its chunked body from `stream`.
+fn read_request(stream: &mut UnixStream) -> (String, Vec<u8>) {
+    let mut reader = std::io::BufReader::new(stream);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+        head.push_str(&line);
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+    }
+    let mut body = Vec::new();
+    if head.contains("Transfer-Encoding: chunked") {
+        loop {
+            let mut size = String::new();
+            std::io::BufRead::read_line(&mut reader, &mut size).unwrap();
+            let size = usize::from_str_radix(size.trim(), 16).unwrap();
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk).unwrap();
+            body.extend_from_slice(&chunk[..size]);
+            if size == 0 {
+                break;
+            }
+        }
+    }
+    (head, body)
+}
+
+fn answer(stream: &mut UnixStream, body: &str) {
+    let text = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(text.as_bytes()).unwrap();
+}
+
+/// An engine with containerd's image store loads only whole archives: the
+/// tool learns it from `GET /info`, says so, and sends the full archive,
+/// byte for byte the one `-o` writes. (A stand-in engine on a socket of the
+/// test's own: the engine here has no containerd store.)
+#[test]
+fn containerd_image_store_gets_the_full_archive() {
+    let test = "containerd_image_store_gets_the_full_archive";
+    let Some(root) = fixture_root(test) else {
+        return;
+    };
+    let dir = scratch(test);
+    let p = pair(root, dir.path(), 9);
+    let socket = dir.path().join("engine.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let tag = p.tag_b.clone();
+    let engine = std::thread::spawn(move || {
+        let mut calls = Vec::new();
+        let mut loaded = Vec::new();
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let (head, body) = read_request(&mut stream);
+            let call = head.lines().next().unwrap().to_owned();
+            if call.starts_with("GET /info ") {
+                answer(
+                    &mut stream,
+                    r#"{"Driver":"overlayfs","DriverStatus":[["driver-type","io.containerd.snapshotter.v1"]]}"#,
+                );
+            } else if call.starts_with("POST /images/load") {
+                loaded = body;
+                answer(
+                    &mut stream,
+                    &format!("{{\"stream\":\"Loaded image: {tag}\\n\"}}\n"),
+                );
+                calls.push(call);
+                return (calls, loaded);
+            } else {
+                stream
+                    .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                    .unwrap();
+            }
+            calls.push(call);
+        }
+        (calls, loaded)
+    });
+    let host = format!("unix://{}", socket.display());
+    let stderr = tool_ok(root, &p.b, &["--load"], &[("DOCKER_HOST", &host)]);
+    let (calls, loaded) = engine.join().unwrap();
+    assert_eq!(
+        calls,
+        ["GET /info HTTP/1.1", "POST /images/load?quiet=1 HTTP/1.1"],
+        "no question about images that would not be used"
+    );
+    assert!(
+        stderr.contains("warning: --load docker: the engine keeps images in containerd's image store, which loads only whole archives; sending every layer"),
+        "{stderr}"
+    );
+    assert!(skipped_layers(&stderr).is_empty(), "{stderr}");
+    let full = dir.path().join("b.tar");
+    tool_ok(root, &p.b, &["-o", full.to_str().unwrap()], &[]);
+    assert!(
+        loaded == fs::read(&full).unwrap(),
+        "the engine got the full archive"
+    );
+}
