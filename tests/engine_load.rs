@@ -203,6 +203,8 @@ fn thin_load_sends_only_the_missing_layers_and_gives_docker_loads_id() {
         "A's two store layers:\n{second}"
     );
     let sent = bytes_sent(&second);
+    assert!(second.contains("sent 2 of 4 layers, "), "{second}");
+    assert!(second.contains("; the engine had the other 2"), "{second}");
     let full_size = fs::metadata(&full).unwrap().len();
     assert!(
         sent * 20 < full_size,

@@ -212,13 +212,16 @@ impl Sink for DockerLoad {
         self.sent += sent;
         let skipped_bytes: u64 = self.skipped.iter().map(|(_, n)| n).sum();
         progress.summary(format_args!(
-            "--load docker: sent {} of {} layers, {sent} bytes ({}) of the full archive's about {} ({}); skipped {}",
+            "--load docker: sent {} of {} layers, {sent} bytes ({}); the full archive is about {} ({}){}",
             self.layers - self.skipped.len(),
             self.layers,
             human_bytes(sent),
             sent + skipped_bytes,
             human_bytes(sent + skipped_bytes),
-            self.skipped.len()
+            match self.skipped.len() {
+                0 => String::new(),
+                n => format!("; the engine had the other {n}"),
+            }
         ));
         match archive.into_inner().finish()? {
             Loaded::Image(said) => {
