@@ -75,16 +75,29 @@ pub fn get(socket: &Path, target: &str) -> io::Result<Response> {
     read_response(&mut BufReader::new(stream))
 }
 
-/// Reads one response from `r`.
+/// Reads one response from `r` (after the interim ones, such as `100
+/// Continue`, which it skips).
 pub fn read_response<R: BufRead>(r: &mut R) -> io::Result<Response> {
-    let status_line = loop {
-        let line = read_line(r)?.ok_or_else(|| truncated("before the status line"))?;
-        // A stray empty line before the status line is allowed (RFC 9112,
-        // 2.2).
-        if !line.is_empty() {
-            break line;
+    // Bounded, as a peer could send interim responses without end.
+    for _ in 0..100 {
+        let response = read_one(r)?;
+        if response.status >= 200 {
+            return Ok(response);
         }
-    };
+    }
+    Err(bad("too many interim responses".into()))
+}
+
+fn read_one<R: BufRead>(r: &mut R) -> io::Result<Response> {
+    let mut status_line = String::new();
+    // Stray empty lines before the status line are allowed (RFC 9112,
+    // 2.2), a few of them.
+    for _ in 0..8 {
+        status_line = read_line(r)?.ok_or_else(|| truncated("before the status line"))?;
+        if !status_line.is_empty() {
+            break;
+        }
+    }
     let mut parts = status_line.splitn(3, ' ');
     let version = parts.next().unwrap_or_default();
     if !version.starts_with("HTTP/1.") {
@@ -104,8 +117,8 @@ pub fn read_response<R: BufRead>(r: &mut R) -> io::Result<Response> {
         body,
     };
     if status < 200 {
-        // An interim response (100 Continue): the real one follows.
-        return read_response(r);
+        // An interim response: no body; the real one follows.
+        return Ok(response(Vec::new()));
     }
     let value = |name: &str| {
         headers
@@ -366,6 +379,16 @@ mod tests {
     }
 
     #[test]
+    fn endless_interim_responses_and_empty_lines_are_errors() {
+        let many = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(200);
+        let e = read_response(&mut BufReader::new(&many[..])).unwrap_err();
+        assert!(e.to_string().contains("too many interim responses"), "{e}");
+        let blank = b"\r\n".repeat(20);
+        let e = read_response(&mut BufReader::new(&blank[..])).unwrap_err();
+        assert!(e.to_string().contains("not an HTTP/1.x status line"), "{e}");
+    }
+
+    #[test]
     fn interim_response_is_skipped() {
         let r = parse(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n").unwrap();
         assert_eq!(r.status, 204);
@@ -431,6 +454,43 @@ mod tests {
         assert_eq!(r.body, expected);
         assert!(out.starts_with(b"6\r\nhello \r\n"), "flush sends a chunk");
         assert!(out.ends_with(b"0\r\n\r\n"));
+    }
+
+    proptest::proptest! {
+        /// Any bytes: an answer or an error, never a panic, and a body no
+        /// larger than the input.
+        #[test]
+        fn any_input_parses_or_fails(raw in proptest::collection::vec(proptest::num::u8::ANY, 0..512), step in 1usize..9) {
+            let mut r = BufReader::with_capacity(step, Short { data: &raw, step });
+            if let Ok(response) = read_response(&mut r) {
+                proptest::prop_assert!(response.body.len() <= raw.len());
+            }
+        }
+
+        /// A body cut into chunks of any sizes, read with reads of any
+        /// size, comes back whole.
+        #[test]
+        fn chunked_bodies_round_trip(
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..2048),
+            cuts in proptest::collection::vec(1usize..300, 1..20),
+            step in 1usize..9,
+        ) {
+            let mut raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            let mut rest = &body[..];
+            for cut in cuts.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (chunk, tail) = rest.split_at((*cut).min(rest.len()));
+                raw.extend_from_slice(format!("{:X}\r\n", chunk.len()).as_bytes());
+                raw.extend_from_slice(chunk);
+                raw.extend_from_slice(b"\r\n");
+                rest = tail;
+            }
+            raw.extend_from_slice(b"0\r\n\r\n");
+            let mut r = BufReader::with_capacity(step, Short { data: &raw, step });
+            proptest::prop_assert_eq!(read_response(&mut r).unwrap().body, body);
+        }
     }
 
     #[test]
