@@ -32,6 +32,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod pycompat;
 pub mod registry;
+pub mod sbom;
 pub mod sink;
 pub mod spec;
 pub mod tar;

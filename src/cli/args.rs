@@ -146,6 +146,46 @@ pub struct BuildArgs {
     /// uploaded, and a new one is compressed once.
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
+
+    /// Describe the closure in an SBOM: spdx (SPDX 2.3 JSON) or cyclonedx
+    /// (CycloneDX 1.5 JSON); give both, repeated or comma-separated, for
+    /// both. Every store path of the image is a component, with the layer
+    /// that holds it. It is attached to the image as an OCI 1.1 artifact
+    /// whose subject is the image manifest: in the layout for the OCI
+    /// formats, through the referrers API or its tag fallback (sha256-HEX)
+    /// for --push. A docker-archive cannot hold one: use --sbom-out.
+    #[arg(long, value_enum, value_name = "FORMAT", value_delimiter = ',')]
+    pub sbom: Vec<SbomName>,
+
+    /// Also write the SBOM to FILE; once per --sbom format, in the same
+    /// order.
+    #[arg(long, value_name = "FILE")]
+    pub sbom_out: Vec<PathBuf>,
+
+    /// The closure's references graph (exportReferencesGraph JSON, its
+    /// text form, Guix's references graph, or closureInfo's registration),
+    /// for --sbom: it gives each component its dependencies and, where the
+    /// graph has them, its NAR hash and size.
+    #[arg(long, value_name = "FILE")]
+    pub graph: Option<PathBuf>,
+}
+
+/// The `--sbom` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SbomName {
+    /// SPDX 2.3 JSON.
+    Spdx,
+    /// CycloneDX 1.5 JSON.
+    Cyclonedx,
+}
+
+impl From<SbomName> for stream_layered_image::sbom::Format {
+    fn from(name: SbomName) -> Self {
+        match name {
+            SbomName::Spdx => Self::Spdx,
+            SbomName::Cyclonedx => Self::CycloneDx,
+        }
+    }
 }
 
 /// The `--format` names.

@@ -84,6 +84,8 @@ pub struct Options {
     /// How layers are compressed where a sink stores blobs (OCI layouts,
     /// registries).
     pub compression: Compression,
+    /// The SBOMs to make of the finished image.
+    pub sbom: crate::sbom::Request,
 }
 
 /// What a finished run wrote.
@@ -93,6 +95,8 @@ pub struct Summary {
     pub layers: usize,
     /// Bytes written by the sinks that write streams.
     pub bytes: u64,
+    /// The SBOMs the options asked for.
+    pub sboms: Vec<crate::sbom::Document>,
 }
 
 /// A layer's digest and size, from the hashing pass, and the checksums
@@ -166,6 +170,43 @@ impl<'s> Plan<'s> {
             parents: walk::store_parents(&spec.store_dir),
             options,
         })
+    }
+
+    /// The SBOMs of the image whose layers are `sources`, hashed as
+    /// `streamed`, with config `config`.
+    fn sboms(
+        &self,
+        sources: &[Source<'_>],
+        streamed: &[(String, Hashed)],
+        config: &[u8],
+    ) -> Result<Vec<crate::sbom::Document>> {
+        let request = &self.options.sbom;
+        if request.formats.is_empty() {
+            return Ok(Vec::new());
+        }
+        let repo_tag = self.repo_tag_text()?;
+        let (name, tag) = crate::image::oci::split_tag(&repo_tag);
+        let layers = sources
+            .iter()
+            .zip(streamed)
+            .map(|(source, (_, hashed))| crate::sbom::ImageLayer {
+                diff_id: hashed.digest,
+                contents: match source {
+                    Source::Base(..) => crate::sbom::Contents::Base,
+                    Source::Store { paths, .. } => crate::sbom::Contents::Store(paths),
+                    Source::Custom(_) => crate::sbom::Contents::Custom,
+                },
+            })
+            .collect();
+        let image = crate::sbom::Image {
+            name,
+            tag,
+            created: self.spec.created,
+            config,
+            layers,
+            graph: request.graph.as_deref(),
+        };
+        Ok(image.documents(&request.formats))
     }
 
     /// The spec.
@@ -367,6 +408,9 @@ pub struct Finished<'a> {
     pub config: &'a [u8],
     /// Each layer's hashing-pass result and docker-archive member name.
     pub layers: &'a [(String, Hashed)],
+    /// The SBOMs the options asked for, which sinks that can hold them
+    /// attach to the image.
+    pub sboms: &'a [crate::sbom::Document],
 }
 
 impl Finished<'_> {
@@ -570,6 +614,7 @@ pub fn run(plan: &Plan<'_>, sinks: &mut [&mut dyn Sink], progress: &Progress) ->
         return destinations_outcome(slots).map(|()| Summary {
             layers: total_layers,
             bytes: 0,
+            sboms: Vec::new(),
         });
     }
 
@@ -586,9 +631,11 @@ pub fn run(plan: &Plan<'_>, sinks: &mut [&mut dyn Sink], progress: &Progress) ->
         })
         .collect();
     let config_bytes = config::encode(plan.spec, plan.config.clone(), &entries);
+    let sboms = plan.sboms(&sources, &streamed, &config_bytes)?;
     let finished = Finished {
         config: &config_bytes,
         layers: &streamed,
+        sboms: &sboms,
     };
     let mut bytes = 0;
     for slot in slots.iter_mut().filter(|s| s.active()) {
@@ -600,6 +647,7 @@ pub fn run(plan: &Plan<'_>, sinks: &mut [&mut dyn Sink], progress: &Progress) ->
     let summary = Summary {
         layers: total_layers,
         bytes,
+        sboms,
     };
     if bytes > 0 {
         let secs = progress.elapsed();
