@@ -157,6 +157,24 @@ fn tool(args: &[&OsStr]) -> Output {
     clients::output_without_credentials(TOOL, args)
 }
 
+/// The tool with `args`, then both SBOMs written to `spdx` and `cdx`, with
+/// the fixture's graph.
+fn tool_with_sboms(args: &[&OsStr], f: &Fixture, spdx: &Path, cdx: &Path) -> Output {
+    let graph = f.graph();
+    let mut all = args.to_vec();
+    all.extend([
+        "--sbom".as_ref(),
+        "spdx,cyclonedx".as_ref(),
+        "--sbom-out".as_ref(),
+        spdx.as_os_str(),
+        "--sbom-out".as_ref(),
+        cdx.as_os_str(),
+        "--graph".as_ref(),
+        graph.as_os_str(),
+    ]);
+    tool(&all)
+}
+
 fn ok(out: Output, what: &str) -> Output {
     assert!(
         out.status.success(),
@@ -391,20 +409,17 @@ fn sboms_pass_the_validators_and_describe_exactly_the_image_layers() {
         f.file("layout"),
     );
     ok(
-        tool(&[
-            spec.as_os_str(),
-            "--format".as_ref(),
-            "oci-dir".as_ref(),
-            layout.as_os_str(),
-            "--sbom".as_ref(),
-            "spdx,cyclonedx".as_ref(),
-            "--sbom-out".as_ref(),
-            spdx.as_os_str(),
-            "--sbom-out".as_ref(),
-            cdx.as_os_str(),
-            "--graph".as_ref(),
-            f.graph().as_os_str(),
-        ]),
+        tool_with_sboms(
+            &[
+                spec.as_os_str(),
+                "--format".as_ref(),
+                "oci-dir".as_ref(),
+                layout.as_os_str(),
+            ],
+            &f,
+            &spdx,
+            &cdx,
+        ),
         "oci-dir with both SBOMs",
     );
     validate(&bin, &spdx, &cdx);
@@ -633,14 +648,6 @@ fn raw(reference: &str) -> Vec<u8> {
     run(Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false", reference])).stdout
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 #[test]
 fn a_pushed_sbom_is_found_from_the_image_digest_through_the_referrers_tag() {
     if !require("sbom_push", &["docker-registry", "skopeo", "curl"]) {
@@ -653,20 +660,17 @@ fn a_pushed_sbom_is_found_from_the_image_digest_through_the_referrers_tag() {
     let push = |tag: &str| {
         let target = format!("{}/sbom/app:{tag}", registry.host());
         ok(
-            tool(&[
-                spec.as_os_str(),
-                "--insecure".as_ref(),
-                "--push".as_ref(),
-                target.as_ref(),
-                "--sbom".as_ref(),
-                "spdx,cyclonedx".as_ref(),
-                "--sbom-out".as_ref(),
-                spdx.as_os_str(),
-                "--sbom-out".as_ref(),
-                cdx.as_os_str(),
-                "--graph".as_ref(),
-                f.graph().as_os_str(),
-            ]),
+            tool_with_sboms(
+                &[
+                    spec.as_os_str(),
+                    "--insecure".as_ref(),
+                    "--push".as_ref(),
+                    target.as_ref(),
+                ],
+                &f,
+                &spdx,
+                &cdx,
+            ),
             "push with SBOMs",
         )
     };
@@ -679,8 +683,22 @@ fn a_pushed_sbom_is_found_from_the_image_digest_through_the_referrers_tag() {
 
     // From the image digest alone.
     let repo = format!("docker://{}/sbom/app", registry.host());
-    let image_manifest = raw(&format!("{repo}:1.0"));
-    let digest = sha256_hex(&image_manifest);
+    // skopeo's digest of the image manifest.
+    let inspected: Value = serde_json::from_slice(
+        &run(Command::new("skopeo").args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("{repo}:1.0"),
+        ]))
+        .stdout,
+    )
+    .unwrap();
+    let digest = inspected["Digest"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("sha256:")
+        .unwrap()
+        .to_owned();
     let find = || -> BTreeMap<String, Value> {
         let index: Value =
             serde_json::from_slice(&raw(&format!("{repo}:sha256-{digest}"))).unwrap();
@@ -786,111 +804,81 @@ fn bad_sbom_arguments_are_one_line_errors() {
     let f = Fixture::new();
     let spec = f.spec("spec.json", json!({}));
     let (image, sbom) = (f.file("image.tar"), f.file("sbom.json"));
-    let s = spec.as_os_str();
-    let o: &OsStr = "-o".as_ref();
-    let i = image.as_os_str();
-    let b = sbom.as_os_str();
-    let arg = |text: &'static str| -> &'static OsStr { text.as_ref() };
-    refused(
-        &[s, o, i, arg("--sbom-out"), b],
-        "--sbom-out and --graph go with --sbom",
-        &[&image, &sbom],
-    );
-    refused(
-        &[s, o, i, arg("--graph"), f.graph().as_os_str()],
-        "--sbom-out and --graph go with --sbom",
-        &[&image],
-    );
-    refused(
-        &[s, o, i, arg("--sbom"), arg("spdx,spdx")],
-        "--sbom spdx is given twice",
-        &[&image],
-    );
-    refused(
-        &[
-            s,
-            o,
-            i,
-            arg("--sbom"),
-            arg("spdx,cyclonedx"),
-            arg("--sbom-out"),
-            b,
-        ],
-        "one FILE per --sbom format (2 formats, 1 files)",
-        &[&image, &sbom],
-    );
-    refused(
-        &[s, o, i, arg("--sbom"), arg("swid")],
-        "--sbom \"swid\"",
-        &[&image],
-    );
-    refused(
-        &[s, o, i, arg("--sbom"), arg("spdx")],
-        "a docker-archive cannot hold an SBOM; add --sbom-out FILE",
-        &[&image],
-    );
-    refused(
-        &[
-            s,
-            s,
-            arg("--format"),
-            arg("oci-archive"),
-            o,
-            i,
-            arg("--sbom"),
-            arg("spdx"),
-            arg("--sbom-out"),
-            b,
-        ],
-        "--sbom-out: several specs",
-        &[&image, &sbom],
-    );
-    let missing = f.file("no-such-graph.json");
-    refused(
-        &[
-            s,
-            o,
-            i,
-            arg("--sbom"),
-            arg("spdx"),
-            arg("--sbom-out"),
-            b,
-            arg("--graph"),
-            missing.as_os_str(),
-        ],
-        &missing.display().to_string(),
-        &[&image, &sbom],
-    );
     fs::write(f.file("bad-graph.json"), "{not json").unwrap();
-    let bad = f.file("bad-graph.json");
-    refused(
-        &[
-            s,
-            o,
-            i,
-            arg("--sbom"),
-            arg("spdx"),
-            arg("--sbom-out"),
-            b,
-            arg("--graph"),
-            bad.as_os_str(),
-        ],
-        &bad.display().to_string(),
-        &[&image, &sbom],
+    let path = |p: PathBuf| p.display().to_string();
+    let (graph, missing, bad) = (
+        path(f.graph()),
+        path(f.file("no-such-graph.json")),
+        path(f.file("bad-graph.json")),
     );
-    // An --sbom-out that cannot be written fails before the image is.
-    let unwritable = f.file("no-such-dir/sbom.json");
-    refused(
-        &[
-            s,
-            o,
-            i,
-            arg("--sbom"),
-            arg("spdx"),
-            arg("--sbom-out"),
-            unwritable.as_os_str(),
-        ],
-        &unwritable.display().to_string(),
-        &[&image],
-    );
+    let unwritable = path(f.file("no-such-dir/sbom.json"));
+    let sbom_out = path(sbom.clone());
+    // Arguments after `SPEC -o IMAGE`, and the message's words; neither
+    // the image nor the SBOM may be written.
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (
+            vec!["--sbom-out", &sbom_out],
+            "--sbom-out and --graph go with --sbom".into(),
+        ),
+        (
+            vec!["--graph", &graph],
+            "--sbom-out and --graph go with --sbom".into(),
+        ),
+        (
+            vec!["--sbom", "spdx,spdx"],
+            "--sbom spdx is given twice".into(),
+        ),
+        (
+            vec!["--sbom", "spdx,cyclonedx", "--sbom-out", &sbom_out],
+            "one FILE per --sbom format (2 formats, 1 files)".into(),
+        ),
+        (vec!["--sbom", "swid"], "--sbom \"swid\"".into()),
+        (
+            vec!["--sbom", "spdx"],
+            "a docker-archive cannot hold an SBOM; add --sbom-out FILE".into(),
+        ),
+        (
+            vec![
+                "--sbom",
+                "spdx",
+                "--sbom-out",
+                &sbom_out,
+                "--graph",
+                &missing,
+            ],
+            missing.clone(),
+        ),
+        (
+            vec!["--sbom", "spdx", "--sbom-out", &sbom_out, "--graph", &bad],
+            bad.clone(),
+        ),
+        // An --sbom-out that cannot be written fails before the image is.
+        (
+            vec!["--sbom", "spdx", "--sbom-out", &unwritable],
+            unwritable.clone(),
+        ),
+    ];
+    let spec = path(spec);
+    let image_arg = path(image.clone());
+    for (extra, needle) in &cases {
+        let mut args: Vec<&OsStr> = vec![spec.as_ref(), "-o".as_ref(), image_arg.as_ref()];
+        args.extend(extra.iter().map(|a| OsStr::new(a)));
+        refused(&args, needle, &[&image, &sbom]);
+    }
+    let several: Vec<&OsStr> = [
+        &spec,
+        &spec,
+        "--format",
+        "oci-archive",
+        "-o",
+        &image_arg,
+        "--sbom",
+        "spdx",
+        "--sbom-out",
+        &sbom_out,
+    ]
+    .iter()
+    .map(|a| OsStr::new(*a))
+    .collect();
+    refused(&several, "--sbom-out: several specs", &[&image, &sbom]);
 }
