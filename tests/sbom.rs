@@ -862,7 +862,7 @@ fn bad_sbom_arguments_are_one_line_errors() {
     let image_arg = path(image.clone());
     for (extra, needle) in &cases {
         let mut args: Vec<&OsStr> = vec![spec.as_ref(), "-o".as_ref(), image_arg.as_ref()];
-        args.extend(extra.iter().map(|a| OsStr::new(a)));
+        args.extend(extra.iter().map(OsStr::new));
         refused(&args, needle, &[&image, &sbom]);
     }
     let several: Vec<&OsStr> = [
