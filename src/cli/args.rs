@@ -25,6 +25,10 @@ Spec keys (JSON object; unknown keys are ignored):
   customisation_layer  a directory holding layer.tar and checksum (its
                        sha256), added as the last layer; or null
   repo_tag             \"name:tag\" for manifest.json (required unless -t)
+  store_layer_digests  one record per store layer, as `stream-layered-image
+                       digest SPEC.json` prints them: the layers are then
+                       not hashed ahead but checked as they are written,
+                       and a push reads no layer the registry has
 
 Each store path is archived with its contents, sorted the way Python's pathlib
 sorts; hard links become regular files; fifos, sockets and devices are errors.
