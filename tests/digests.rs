@@ -235,8 +235,8 @@ fn records_are_what_a_build_without_them_finds() {
     }
 
     // One layer alone is the same record, and keys tell layers apart.
-    for i in 0..3 {
-        assert_eq!(&digest(&spec, Some(i), &["gzip", "zstd:3"]), &records[i]);
+    for (i, record) in records.iter().enumerate() {
+        assert_eq!(&digest(&spec, Some(i), &["gzip", "zstd:3"]), record);
     }
     assert_ne!(records[0]["key"], records[1]["key"]);
 }
