@@ -281,12 +281,15 @@ pub fn check(spec: &Spec) -> Result<()> {
 /// compresses it with each of `compressions`, all in one read of its files.
 pub fn compute(spec: &Spec, index: usize, compressions: &[Compression]) -> Result<LayerRecord> {
     let paths = spec.store_layer_paths.get(index).ok_or_else(|| {
-        Error::Usage(format!(
-            "--layer {index}: {:?} has {} store layers (0 to {})",
-            spec.path,
-            spec.store_layers.len(),
-            spec.store_layers.len() as i64 - 1
-        ))
+        let n = spec.store_layers.len();
+        Error::Usage(match n {
+            0 => format!("--layer {index}: {:?} has no store layers", spec.path),
+            _ => format!(
+                "--layer {index}: {:?} has {n} store layers (0 to {})",
+                spec.path,
+                n - 1
+            ),
+        })
     })?;
     let entries = walk::walk_paths(paths)?;
     let parents = walk::store_parents(&spec.store_dir);

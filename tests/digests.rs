@@ -464,6 +464,9 @@ fn bad_records_and_digest_arguments_are_one_line_errors() {
     let out = tool(&[&"digest", &spec, &"--layer", &"3"]);
     assert_one_line_error(&out, &["--layer 3", "spec.json", "3 store layers"]);
     assert!(out.stdout.is_empty());
+    let empty = s.spec_with("empty.json", &[], "");
+    let out = tool(&[&"digest", &empty, &"--layer", &"0"]);
+    assert_one_line_error(&out, &["--layer 0", "empty.json", "no store layers"]);
     let out = tool(&[&"digest", &spec, &"--compress", &"lz4"]);
     assert_one_line_error(&out, &["--compress \"lz4\""]);
     let out = tool(&[&"digest", &s.file("missing.json")]);

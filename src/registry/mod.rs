@@ -621,7 +621,7 @@ impl Registry {
                 Ok(blob) => {
                     if let Some(k) = known.filter(|k| k.digest != blob.digest) {
                         return Err(self.error(format!(
-                            "{label}: compressed to sha256:{}, but the hashing pass found sha256:{}; a store file changed during the run",
+                            "{label}: compressed to sha256:{}, but sha256:{} was expected (found by the hashing pass, or recorded in store_layer_digests); a store file changed during the run, or the record was taken with another compressor",
                             blob.digest, k.digest
                         )));
                     }
