@@ -473,43 +473,51 @@ pub fn run(plan: &Plan<'_>, sinks: &mut [&mut dyn Sink], progress: &Progress) ->
     // sink, and become the sink's failure when the stream reaches them.
     let hook_failures: std::sync::Mutex<Vec<(usize, Error)>> = Default::default();
 
-    let hasher = |index: usize| -> Result<Hashed> {
+    // The hashing pass of one layer; a recorded layer has none.
+    let hash_one = |index: usize| -> Result<Hashed> {
         let started = std::time::Instant::now();
         let source = &sources[index];
         let meter = &meters[index];
-        let mut hashed = if let Some(known) = &recorded[index] {
-            progress.line(format_args!(
-                "layer {}/{total_layers}: sha256:{} {} from {}",
-                index + 1,
-                &known.digest.hex()[..12],
-                human_bytes(known.size),
-                crate::record::SPEC_KEY
-            ));
-            known.clone()
-        } else {
-            progress.line(format_args!(
-                "hashing layer {}/{total_layers}: {}, about {}",
-                index + 1,
-                source.describe(),
-                human_bytes(source.estimate_size())
-            ));
-            let phase = match blob_compression {
-                Some(c) if c != Compression::None => Phase::Compressing,
-                _ => Phase::Hashing,
-            };
-            meter.begin(phase, source.estimate_size(), 1);
-            let hashed = source.hash(&cx, blob_compression, meter)?;
-            source.check_hashed(&cx, &hashed, index + 1)?;
-            meter.set_size(hashed.size);
-            meter.end(Phase::Idle);
-            progress.line(format_args!(
-                "hashed layer {}/{total_layers}: sha256:{} {} in {:.2}s",
-                index + 1,
-                &hashed.digest.hex()[..12],
-                human_bytes(hashed.size),
-                started.elapsed().as_secs_f64()
-            ));
-            hashed
+        progress.line(format_args!(
+            "hashing layer {}/{total_layers}: {}, about {}",
+            index + 1,
+            source.describe(),
+            human_bytes(source.estimate_size())
+        ));
+        let phase = match blob_compression {
+            Some(c) if c != Compression::None => Phase::Compressing,
+            _ => Phase::Hashing,
+        };
+        meter.begin(phase, source.estimate_size(), 1);
+        let hashed = source.hash(&cx, blob_compression, meter)?;
+        source.check_hashed(&cx, &hashed, index + 1)?;
+        meter.set_size(hashed.size);
+        meter.end(Phase::Idle);
+        progress.line(format_args!(
+            "hashed layer {}/{total_layers}: sha256:{} {} in {:.2}s",
+            index + 1,
+            &hashed.digest.hex()[..12],
+            human_bytes(hashed.size),
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(hashed)
+    };
+
+    let hasher = |index: usize| -> Result<Hashed> {
+        let source = &sources[index];
+        let meter = &meters[index];
+        let mut hashed = match &recorded[index] {
+            Some(known) => {
+                progress.line(format_args!(
+                    "layer {}/{total_layers}: sha256:{} {} from {}",
+                    index + 1,
+                    &known.digest.hex()[..12],
+                    human_bytes(known.size),
+                    crate::record::SPEC_KEY
+                ));
+                known.clone()
+            }
+            None => hash_one(index)?,
         };
         for (sink_index, hook) in &hooks {
             if several && failed_hook(&hook_failures, *sink_index) {
