@@ -459,6 +459,25 @@ mod tests {
                 ),
                 "store_layer_digests[0].blobs[\"gzip\"]",
             ),
+            (
+                format!("[{}]", good.replace("{}", r#"{"gzip:5": [1]}"#)),
+                "store_layer_digests[0].blobs[\"gzip:5\"]",
+            ),
+            (
+                format!("[{}]", good.replace("{}", r#"{"zstd:3": {"size": 1}}"#)),
+                "store_layer_digests[0].blobs[\"zstd:3\"].digest",
+            ),
+            (
+                format!(
+                    "[{}]",
+                    good.replace("\"key\": \"sha256:", "\"key\": \"sha256:0")
+                ),
+                "store_layer_digests[0].key",
+            ),
+            (
+                format!("[{}]", good.replace("\"blobs\": {}", "\"blobs\": []")),
+                "store_layer_digests[0].blobs",
+            ),
         ];
         for (text, key) in cases {
             let value = crate::pycompat::json::loads(text.as_bytes()).unwrap();

@@ -374,6 +374,76 @@ fn a_stale_record_fails_every_output_without_an_image() {
     assert!(!names.iter().any(|n| n == "index.json"), "{names:?}");
 }
 
+/// A record whose diff_id holds but whose blob does not (taken with
+/// another compressor, or edited): the blob is checked as it is written.
+#[test]
+fn a_record_with_a_wrong_blob_fails_oci_outputs_and_pushes() {
+    let s = Store::new();
+    let records = digest(&s.spec(), None, &["gzip"]);
+    let real = records[2]["blobs"]["gzip:5"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let edited = records.to_string().replace(&real, &wrong);
+    let spec = s.spec_with(
+        "wrong-blob.json",
+        LAYERS,
+        &format!(", \"store_layer_digests\": {edited}"),
+    );
+    let target = s.file("wrong.tar");
+    let out = tool(&[
+        &spec,
+        &"-q",
+        &"--format",
+        &"oci-archive",
+        &"--compress",
+        &"gzip",
+        &"-o",
+        &target,
+    ]);
+    assert_one_line_error(
+        &out,
+        &[
+            "layer 3:",
+            "its gzip:5 blob",
+            "store_layer_digests[2]",
+            &real[7..],
+        ],
+    );
+    assert!(!target.exists());
+    // The docker-archive has no blobs: it is whole, and checked.
+    assert_ok(&tool(&[&spec, &"-q", &"-o", &target]));
+
+    if !clients::require(
+        "a_record_with_a_wrong_blob_fails_oci_outputs_and_pushes",
+        &["docker-registry", "python3"],
+    ) {
+        return;
+    }
+    let registry = LoggingRegistry::start();
+    let (out, _) = push_counted(&spec, &registry.target("digests:1"), s.dir.path());
+    assert_one_line_error(&out, &["layer 3/3", &wrong[7..], "store_layer_digests"]);
+    assert!(
+        registry.requests("PUT", "/manifests/").is_empty(),
+        "{}",
+        registry.log()
+    );
+    // The blob that is not the recorded one was never completed (the
+    // final PUT of an upload names its digest), while the others were.
+    let completed = registry.requests("PUT", "/blobs/uploads/");
+    assert!(
+        !completed.iter().any(|l| l.contains(&real[7..])),
+        "{}",
+        completed.join("\n")
+    );
+    assert!(
+        completed.iter().any(|l| l.contains("digest=sha256")),
+        "the log shows no upload's digest:\n{}",
+        registry.log()
+    );
+}
+
 #[test]
 fn a_record_of_another_layer_is_refused() {
     let s = Store::new();
