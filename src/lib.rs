@@ -17,6 +17,10 @@
 //!    registry), each behind the [`sink::Sink`] trait; [`registry`] is the
 //!    registry client the registry sink uses.
 //!
+//! [`record`] holds layer digests taken ahead of a build (the
+//! `store_layer_digests` spec key), which let the pipeline skip the
+//! hashing pass and a push skip reading what the registry has.
+//!
 //! [`layering`] decides which store paths share a layer, from a references
 //! graph, apart from all of the above: it never touches tar.
 #![deny(unsafe_code)]
@@ -31,6 +35,7 @@ pub mod layering;
 pub mod pipeline;
 pub mod progress;
 pub mod pycompat;
+pub mod record;
 pub mod registry;
 pub mod sbom;
 pub mod sink;

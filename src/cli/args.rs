@@ -25,6 +25,10 @@ Spec keys (JSON object; unknown keys are ignored):
   customisation_layer  a directory holding layer.tar and checksum (its
                        sha256), added as the last layer; or null
   repo_tag             \"name:tag\" for manifest.json (required unless -t)
+  store_layer_digests  one record per store layer, as `stream-layered-image
+                       digest SPEC.json` prints them: the layers are then
+                       not hashed ahead but checked as they are written,
+                       and a push reads no layer the registry has
 
 Each store path is archived with its contents, sorted the way Python's pathlib
 sorts; hard links become regular files; fifos, sockets and devices are errors.
@@ -238,6 +242,13 @@ pub enum Command {
     /// Show which layers of NEW a host that has OLD already holds, and what
     /// pulling NEW transfers.
     Diff(DiffArgs),
+    /// Hash a spec's store layers (or one) ahead of the build and print
+    /// their records as JSON: each layer's diff_id and size and, for each
+    /// --compress, its blob's digest and size. Put the list under the
+    /// spec's store_layer_digests key: a build then streams in one pass,
+    /// checking each layer against its record, and a push reads no layer
+    /// the registry has.
+    Digest(DigestArgs),
     /// Write a spec's customisation layer (DIR/layer.tar and DIR/checksum)
     /// from a tree, deterministically; prints its sha256.
     CustomLayer(CustomLayerArgs),
@@ -285,6 +296,22 @@ pub struct LayersArgs {
     /// answer line each; - for stdin.
     #[arg(long, value_name = "FILE")]
     pub batch: Option<PathBuf>,
+}
+
+/// `digest`: records of a spec's store layers, for `store_layer_digests`.
+#[derive(Debug, Args)]
+pub struct DigestArgs {
+    /// The spec (its store_layers, store_dir, mtime and owner are used).
+    #[arg(value_name = "SPEC.json")]
+    pub spec: PathBuf,
+    /// Only store_layers[N] (0-based), printed as one record; without it,
+    /// every store layer, as the list store_layer_digests takes.
+    #[arg(long, value_name = "N")]
+    pub layer: Option<usize>,
+    /// Also record the blob this compression makes (none, gzip[:0-9],
+    /// zstd[:1-22], as for the build); once per compression.
+    #[arg(long, value_name = "C")]
+    pub compress: Vec<String>,
 }
 
 /// `custom-layer`: a customisation layer from a tree.

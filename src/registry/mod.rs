@@ -621,14 +621,8 @@ impl Registry {
         }
         let mut restarts = 0;
         loop {
-            match self.upload_layer(label, compression, produce) {
+            match self.upload_layer(label, compression, known, produce) {
                 Ok(blob) => {
-                    if let Some(k) = known.filter(|k| k.digest != blob.digest) {
-                        return Err(self.error(format!(
-                            "{label}: compressed to sha256:{}, but the hashing pass found sha256:{}; a store file changed during the run",
-                            blob.digest, k.digest
-                        )));
-                    }
                     self.remember(diff_id, compression, blob);
                     return Ok(LayerPush {
                         blob,
@@ -641,10 +635,14 @@ impl Registry {
         }
     }
 
+    /// Uploads what `produce` writes, compressed; when the blob's digest
+    /// is `known`, the upload is completed only if it is that blob, so the
+    /// registry never holds a blob that differs from what was expected.
     fn upload_layer(
         &self,
         label: &str,
         compression: Compression,
+        known: Option<BlobRef>,
         produce: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
     ) -> std::result::Result<BlobRef, Carried> {
         let fatal = |error| Carried { error, lost: false };
@@ -662,6 +660,12 @@ impl Registry {
             return Err(Carried { error, lost });
         }
         let (digest, size, upload) = blob.finish();
+        if let Some(k) = known.filter(|k| k.digest != digest) {
+            return Err(fatal(self.error(format!(
+                "{label}: compressed to sha256:{digest}, but sha256:{} was expected (found by the hashing pass, or recorded in store_layer_digests); a store file changed during the run, or the record was taken with another compressor",
+                k.digest
+            ))));
+        }
         upload.finish_carried(&digest)?;
         Ok(BlobRef { digest, size })
     }

@@ -134,6 +134,10 @@ impl Sink for RegistrySink {
         !self.registry.has_cache()
     }
 
+    fn reads_layers(&self) -> bool {
+        false
+    }
+
     fn hook(&mut self) -> Option<Arc<dyn LayerHook>> {
         Some(Arc::new(PushLayers(self.registry.clone())))
     }
