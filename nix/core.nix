@@ -225,6 +225,15 @@ let
       layeringHints ? null,
       # Print the layering (`layers --explain`) into the build log.
       debug ? false,
+      # One derivation per store layer runs `stream-layered-image digest`
+      # on it, and conf.json carries the results (store_layer_digests):
+      # the image then streams in one pass, and a push reads no layer the
+      # registry has. Reads the layering at evaluation time
+      # (import-from-derivation).
+      layerDigests ? false,
+      # The compressions whose blobs the records hold (--compress of
+      # `digest`), e.g. [ "gzip" "zstd:3" ]: those a push will use.
+      layerDigestCompressions ? [ "gzip" ],
       passthru ? { },
       meta ? { },
     }:
@@ -357,8 +366,46 @@ let
 
       imageTag = if tag != null then toString tag else hashOf conf;
 
+      # With layerDigests: the layering, read back (import from
+      # derivation), gives one `digest` derivation per store layer. Each
+      # gets a spec of its layer alone, whose store paths carry no context
+      # but their own (not conf.json's), so it is rebuilt only when they
+      # change.
+      confRead = builtins.fromJSON (builtins.unsafeDiscardStringContext (builtins.readFile conf));
+      plain = v: if builtins.isString v then builtins.unsafeDiscardStringContext v else v;
+      withContext =
+        p:
+        let
+          path = builtins.unsafeDiscardStringContext p;
+        in
+        builtins.appendContext path { ${path} = { path = true; }; };
+      layerDigest =
+        paths:
+        step "stream-layered-image-layer-digest" ./builders/layer-digest.sh {
+          inherit sli;
+          specJSON = toJSON {
+            store_layers = [ (map withContext paths) ];
+            store_dir = storeDir;
+            created = "1970-01-01T00:00:01Z";
+            mtime = plain confRead.mtime;
+            uid = plain confRead.uid;
+            gid = plain confRead.gid;
+            uname = plain confRead.uname;
+            gname = plain confRead.gname;
+            architecture = plain confRead.architecture;
+            config = { };
+          };
+          compressArgs = concatStringsSep " " (map (c: "--compress ${c}") layerDigestCompressions);
+        };
+      digestedConf = step "${baseName}-conf.json" ./builders/conf-digests.sh {
+        inherit conf;
+        digests = map layerDigest confRead.store_layers;
+      };
+      finalConf = if layerDigests then digestedConf else conf;
+
       script = step "stream-${baseName}" ./builders/stream-script.sh {
-        inherit sli conf imageName;
+        inherit sli imageName;
+        conf = finalConf;
       };
     in
     script
@@ -366,7 +413,7 @@ let
     // {
       # As nixpkgs' passthru: conf knows the image's name and tag, and
       # streamScript is the program the script runs (this tool).
-      conf = conf // {
+      conf = finalConf // {
         inherit imageName imageTag;
       };
       streamScript = sli;

@@ -47,6 +47,8 @@ let
         fallback.${fname} (removeAttrs args [
           "layeringStrategy"
           "layeringHints"
+          "layerDigests"
+          "layerDigestCompressions"
         ])
       else
         throw "${fname} ${args.name or ""}: includeNixDB is not supported by stream-layered-image's builder"

@@ -91,6 +91,21 @@ pub enum Error {
         /// Size of what was streamed.
         actual: u64,
     },
+    /// A layer's bytes differ from what the spec's `store_layer_digests`
+    /// records for it: the store changed since the record was taken.
+    #[error("layer {layer}: {what} is {actual}, but {key} records {expected}; the store changed since stream-layered-image digest ran, so the record is stale: run it again")]
+    RecordMismatch {
+        /// 1-based layer number in the image.
+        layer: usize,
+        /// The record, `store_layer_digests[N]`.
+        key: String,
+        /// What was compared: `its diff_id`, `its gzip:5 blob`.
+        what: String,
+        /// The recorded digest and size.
+        expected: String,
+        /// The digest and size of the bytes produced.
+        actual: String,
+    },
     /// The customisation layer directory is unusable.
     #[error("customisation layer {dir:?}: {problem}")]
     Customisation {

@@ -18,6 +18,10 @@
 //!    trait; [`registry`] is the registry client the registry sink uses,
 //!    [`engine`] the Docker Engine API client of `--load docker`.
 //!
+//! [`record`] holds layer digests taken ahead of a build (the
+//! `store_layer_digests` spec key), which let the pipeline skip the
+//! hashing pass and a push skip reading what the registry has.
+//!
 //! [`layering`] decides which store paths share a layer, from a references
 //! graph, apart from all of the above: it never touches tar.
 #![deny(unsafe_code)]
@@ -33,7 +37,9 @@ pub mod layering;
 pub mod pipeline;
 pub mod progress;
 pub mod pycompat;
+pub mod record;
 pub mod registry;
+pub mod sbom;
 pub mod sink;
 pub mod spec;
 pub mod tar;

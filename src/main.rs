@@ -36,6 +36,7 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
         Some(Command::Hints(a)) => cli::hints::run(a),
         Some(Command::Diff(a)) => cli::diff::run(a),
         Some(Command::CustomLayer(a)) => cli::custom_layer::run(a),
+        Some(Command::Digest(a)) => cli::digest::run(a),
         Some(Command::Completions { shell }) => {
             clap_complete::generate(
                 shell,

@@ -43,6 +43,10 @@ pub struct Spec {
     /// `variant` (not a key of nixpkgs' specs): the CPU variant of a
     /// multi-platform image's entry, e.g. `v8` for `arm64`.
     pub variant: Option<String>,
+    /// `store_layer_digests` (not a key of nixpkgs' specs): what
+    /// `stream-layered-image digest` found for each store layer, see
+    /// [`crate::record`].
+    pub store_layer_digests: Option<Vec<crate::record::LayerRecord>>,
     /// The file the spec was read from, for messages.
     pub path: PathBuf,
 }
@@ -228,6 +232,10 @@ impl Spec {
                         .ok_or_else(|| key_err("variant", "expected a non-empty string".into()))?
                         .to_owned(),
                 ),
+            },
+            store_layer_digests: match map.get(crate::record::SPEC_KEY) {
+                None => None,
+                Some(v) => crate::record::parse(path, v)?,
             },
             path: path.to_owned(),
         })

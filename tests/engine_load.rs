@@ -419,6 +419,11 @@ fn bad_sockets_hosts_and_options_are_one_line_errors() {
         ),
         (
             "",
+            vec!["--load", "--sbom", "spdx"],
+            "--sbom: a docker-archive cannot hold an SBOM; add --sbom-out FILE".into(),
+        ),
+        (
+            "",
             vec!["--load", "dokcer"],
             "--load \"dokcer\": expected one of docker, podman".into(),
         ),

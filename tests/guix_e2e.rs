@@ -498,32 +498,110 @@ fn check_image(image: &Value, profile: &str, closure: &[String]) -> Image {
     Image { tag }
 }
 
+/// The multi-platform image of the Guix module: an OCI archive whose index
+/// names an amd64 and an arm64/v8 image, which skopeo copies whole, each
+/// with its SBOM, whose components are the profile's closure.
+fn check_multi_platform(image: &Value, closure: &[String], tmp: &Path) {
+    assert_eq!(image["name"], "img-multi", "{image}");
+    let output = image["output"].as_str().unwrap();
+    let reference = format!("oci-archive:{output}:latest");
+    let raw = run(Command::new("skopeo").args(["inspect", "--raw", &reference]));
+    let index: Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let platforms: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let p = &m["platform"];
+            let variant = p["variant"]
+                .as_str()
+                .map(|v| format!("/{v}"))
+                .unwrap_or_default();
+            format!(
+                "{}/{}{variant}",
+                p["os"].as_str().unwrap(),
+                p["architecture"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64/v8"]);
+    let copy = tmp.join("multi-copy");
+    run(Command::new("skopeo")
+        .args(["copy", "--all", &reference])
+        .arg(format!("oci:{}:copied", copy.display())));
+    // The SBOMs, one per platform, listed in the archive's index.json.
+    let unpacked = tmp.join("multi-unpacked");
+    fs::create_dir_all(&unpacked).unwrap();
+    run(Command::new("tar")
+        .arg("-xf")
+        .arg(output)
+        .arg("-C")
+        .arg(&unpacked));
+    let blob = |digest: &str| -> Value {
+        let p = unpacked
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"));
+        serde_json::from_slice(&fs::read(p).unwrap()).unwrap()
+    };
+    let listed: Value =
+        serde_json::from_slice(&fs::read(unpacked.join("index.json")).unwrap()).unwrap();
+    let artifacts: Vec<&Value> = listed["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["artifactType"] == "application/spdx+json")
+        .collect();
+    assert_eq!(artifacts.len(), 2, "{listed}");
+    for artifact in artifacts {
+        let manifest = blob(artifact["digest"].as_str().unwrap());
+        assert!(index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["digest"] == manifest["subject"]["digest"]));
+        let sbom = blob(manifest["layers"][0]["digest"].as_str().unwrap());
+        let mut paths: Vec<String> = sbom["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["externalRefs"].as_array())
+            .map(|refs| refs[0]["referenceLocator"].as_str().unwrap().to_owned())
+            .collect();
+        paths.sort();
+        let mut want = closure.to_vec();
+        want.sort();
+        assert_eq!(paths, want, "the SBOM lists the closure");
+    }
+}
+
 fn docker(args: &[&str]) -> String {
     let out = run(Command::new("docker").args(args));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Runs tests/guix/e2e.scm with BUILDS (Scheme data: a list of (NAME
-/// COMPRESSOR MAX-LAYERS KEYWORD-ARGUMENTS...)) and, optionally, a hints
-/// file; returns its report.
+/// COMPRESSOR MAX-LAYERS KEYWORD-ARGUMENTS...)), COMMAND_BUILDS and
+/// EXTRA, more entries of its argument list (a hints file, multi-platform
+/// builds); returns its report.
 fn run_e2e(
     tools: &Tools,
     tree: &Path,
     tmp: &Path,
     builds: &str,
     command_builds: &str,
-    hints: Option<&Path>,
+    extra: &str,
 ) -> Value {
     let result = tmp.join("result.json");
     let work = tmp.join("work");
     fs::create_dir_all(&work).unwrap();
-    let hints = hints
-        .map(|h| format!("(hints . {})", scheme_string(h.to_str().unwrap())))
-        .unwrap_or_default();
     let args = format!(
         "((checkout . {checkout}) (work . {work}) (busybox . {busybox}) (tool . {tool})
           (guile . {guile}) (gzip . {gzip}) (zstd . {zstd}) (builds . {builds})
-          (command-builds . {command_builds}) (result . {result}) {hints})",
+          (command-builds . {command_builds}) (result . {result}) {extra})",
         checkout = scheme_string(repo().to_str().unwrap()),
         work = scheme_string(work.to_str().unwrap()),
         busybox = scheme_string(tools.busybox.to_str().unwrap()),
@@ -568,7 +646,10 @@ fn guix_images_on_a_real_daemon() {
                            "--entry-point=bin/app" "-C" "none" {tool}))"#,
         tool = scheme_string(&format!("--tool={BIN}"))
     );
-    let report = run_e2e(&tools, &tree, &tmp.0, builds, &command_builds, None);
+    // One multi-platform image of the profile's specs for two systems,
+    // with an SBOM each.
+    let multi = r#"(multi-builds ("img-multi" ("x86_64-linux" "aarch64-linux") #:sbom (spdx)))"#;
+    let report = run_e2e(&tools, &tree, &tmp.0, builds, &command_builds, multi);
 
     check_package(&report["package"]);
 
@@ -603,6 +684,8 @@ fn guix_images_on_a_real_daemon() {
             tags.push((image["output"].as_str().unwrap().to_owned(), checked.tag));
         }
     }
+
+    check_multi_platform(&report["multi_platform_images"][0], &closure, &tmp.0);
 
     // guix docker-layered, given guix pack's options, makes img-none's bytes.
     let command = &report["command_images"][0];
@@ -678,7 +761,8 @@ fn guix_hints_reach_layers() {
         .arg("-o")
         .arg(&hints));
     let builds = r#"(("img-hints" none 3 #:strategy default #:hints hints-file))"#;
-    let report = run_e2e(&tools, &tree, &tmp.0, builds, "()", Some(&hints));
+    let hints = format!("(hints . {})", scheme_string(hints.to_str().unwrap()));
+    let report = run_e2e(&tools, &tree, &tmp.0, builds, "()", &hints);
     let profile = report["profile"].as_str().unwrap();
     let output = report["images"][0]["output"].as_str().unwrap();
     let files = archive_files(&fs::read(output).unwrap());

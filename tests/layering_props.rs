@@ -37,6 +37,7 @@ fn dag() -> impl Strategy<Value = Vec<RawNode>> {
                         path: name(i),
                         references,
                         nar_size: Some(size),
+                        nar_hash: None,
                     }
                 })
                 .collect()

@@ -992,3 +992,89 @@ fn multi_platform_image_script_writes_an_index() {
         .collect();
     assert_eq!(platforms, ["linux/amd64", "linux/arm64/v8"]);
 }
+
+/// layerDigests: one `digest` derivation per store layer, whose records
+/// conf.json carries. Rebuilding after a change digests again only the
+/// layers that hold a changed store path; the image is the same bytes as
+/// without records, streamed in one pass.
+#[test]
+fn layer_digests_are_rebuilt_only_for_changed_layers() {
+    let test = "layer_digests_are_rebuilt_only_for_changed_layers";
+    let Some(nix) = Nix::get(test) else { return };
+    // Variants of this run only: app and lib are new store paths, built
+    // (and digested) for the first time.
+    let unique = format!(
+        "digests-{}-{}",
+        std::process::id(),
+        sha256_hex(BIN.as_bytes())
+    );
+    let first = format!("{unique}-a");
+    let second = format!("{unique}-b");
+    let digests_built = |variant: &str| -> (PathBuf, usize) {
+        let mut cmd = nix.command("nix-build", "digested", &[("variant", variant)]);
+        cmd.arg("--no-out-link");
+        let out = run(&mut cmd);
+        let log = String::from_utf8_lossy(&out.stderr);
+        let built = log
+            .lines()
+            .filter(|l| {
+                l.starts_with("building '") && l.contains("-stream-layered-image-layer-digest.drv")
+            })
+            .count();
+        let script = PathBuf::from(stdout_text(&out).lines().last().unwrap_or_default());
+        (script, built)
+    };
+    let (_, _) = digests_built(&first);
+    let (script, built) = digests_built(&second);
+
+    // The conf the script streams holds one record per store layer.
+    let text = fs::read_to_string(&script).unwrap();
+    let conf = text
+        .split_whitespace()
+        .find(|w| w.ends_with("-conf.json"))
+        .expect("the script names its conf.json");
+    let conf: Value = serde_json::from_slice(&fs::read(conf).unwrap()).unwrap();
+    let layers = conf["store_layers"].as_array().expect("store_layers");
+    let records = conf["store_layer_digests"]
+        .as_array()
+        .expect("store_layer_digests");
+    assert_eq!(records.len(), layers.len());
+    for r in records {
+        assert!(r["blobs"]["gzip:5"]["digest"].is_string(), "{r}");
+        assert!(r["blobs"]["zstd:3"]["digest"].is_string(), "{r}");
+    }
+    let changed = layers
+        .iter()
+        .filter(|l| {
+            l.as_array().unwrap().iter().any(|p| {
+                let p = p.as_str().unwrap();
+                p.ends_with("-sli-test-app") || p.ends_with("-sli-test-lib")
+            })
+        })
+        .count();
+    assert!(changed >= 1 && changed < layers.len(), "{layers:?}");
+    assert_eq!(
+        built,
+        changed,
+        "the second build digested {built} layers; {changed} of {} hold a changed store path",
+        layers.len()
+    );
+
+    // The same image as without records, and the records were used.
+    let plain = nix.build("stream", &[("variant", &second)]);
+    let out = run(Command::new(&script).args(["--progress", "plain"]));
+    assert!(
+        out.stdout == stream_bytes(&plain, &[]),
+        "other bytes with layerDigests"
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        log.matches("from store_layer_digests").count(),
+        layers.len(),
+        "{log}"
+    );
+    eprintln!(
+        "{test}: {} store layers; the second build digested {built}",
+        layers.len()
+    );
+}

@@ -60,6 +60,15 @@ put("spec", "exotic.json", '{"architecture": "amd64", "created": "2000-01-01T00:
     '"e": 123456789012345678901234567890, "f": 1e400, "g": -0.0, "h": [[[{}]]], '
     '"a": "duplicate"}, "store_layers": [["/nix/store/x"]], "repo_tag": "t:1"}')
 
+put("spec", "digests.json", json.dumps({
+    "architecture": "amd64", "config": {}, "created": "1970-01-01T00:00:01Z",
+    "store_layers": [[S + "0000000000000000000000000000000a-hello"]],
+    "repo_tag": "hello:latest",
+    "store_layer_digests": [{
+        "key": "sha256:" + "1" * 64, "diff_id": "sha256:" + "2" * 64, "size": 10240,
+        "blobs": {"gzip:5": {"digest": "sha256:" + "3" * 64, "size": 300},
+                  "zstd:3": {"digest": "sha256:" + "4" * 64, "size": 200}}}]}))
+
 # references graphs --------------------------------------------------------
 nodes = [
     {"path": S + "aaaa-app", "narSize": 500,

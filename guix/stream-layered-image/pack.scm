@@ -29,14 +29,19 @@
   #:use-module (guix search-paths)
   #:use-module ((guix packages) #:select (package?))
   #:use-module ((guix store) #:select (%store-prefix))
+  #:use-module ((guix utils) #:select (%current-system))
   #:use-module ((stream-layered-image spec)
                 #:select (system->docker-architecture
+                          system->docker-variant
                           friendly-name))
   #:use-module (ice-9 match)
   #:export (%compressors
             compressor-extension
             compressor-command
             layered-docker-image
+            layered-image-spec
+            multi-platform-layered-image
+            manifest->layered-image-spec
             manifest->layered-docker-image))
 
 (define (package-ref module name)
@@ -82,28 +87,79 @@ Guix's package."
       (file-append tool "/bin/stream-layered-image")
       tool))
 
-(define* (layered-docker-image name profile
-                               #:key
-                               (tool (package-ref '(stream-layered-image package)
-                                                  'stream-layered-image))
-                               (max-layers 100)
-                               (strategy 'size)
-                               hints
-                               entry-point
-                               (entry-point-arguments '())
-                               (symlinks '())
-                               image-tag
-                               (compressor 'gzip)
-                               compressor-program
-                               (config '())
-                               system
-                               (locale "C.UTF-8")
-                               guile
-                               (local-build? #f)
-                               explain?)
+(define (layered-docker-image name profile . arguments)
   "Return a file-like object: a Docker image archive (for `docker load') of
 PROFILE, a <profile>, and its closure, in at most MAX-LAYERS layers counting
 the customisation layer, as `guix pack -f docker --max-layers' does.
+ARGUMENTS are keywords; see layered-image* for them."
+  (apply layered-image* 'docker-archive name profile arguments))
+
+(define (layered-image-spec name profile . arguments)
+  "Return a file-like object: a directory holding the spec (spec.json) and
+the customisation layer of the image layered-docker-image makes of PROFILE
+with the same keyword ARGUMENTS (#:compressor aside), for
+multi-platform-layered-image.  It refers to the image's closure, so the
+store keeps it."
+  (apply layered-image* 'spec name profile arguments))
+
+(define* (multi-platform-layered-image name specs
+                                       #:key
+                                       (tool (package-ref '(stream-layered-image package)
+                                                          'stream-layered-image))
+                                       (sbom '())
+                                       guile
+                                       (local-build? #f))
+  "Return a file-like object: an OCI image layout as a tar (an oci-archive,
+for `skopeo copy --all oci-archive:FILE docker://...' or `podman load')
+holding one image for each spec of SPECS, results of layered-image-spec
+(one per system, each made with its #:system, or of a profile built for
+that system), and an OCI image index naming each image with its platform.
+Layers the images share are stored once.  SBOM is a list of SBOM formats
+('spdx, 'cyclonedx): each image gets them as OCI artifacts in the layout."
+  (define build
+    #~(let ((status
+             (apply system* #+(tool-executable tool)
+                    (append (map (lambda (directory)
+                                   (string-append directory "/spec.json"))
+                                 (list #$@specs))
+                            (list "--format" "oci-archive" "-o" #$output
+                                  "--progress" "plain")
+                            (if (null? '#$sbom)
+                                '()
+                                (list "--sbom"
+                                      (string-join
+                                       (map symbol->string '#$sbom) ",")))))))
+        (unless (zero? (status:exit-val status))
+          (error "stream-layered-image failed on the specs:" (list #$@specs)))))
+  (apply computed-file (string-append name ".tar")
+         build
+         #:local-build? local-build?
+         (if guile (list #:guile guile) '())))
+
+(define* (layered-image* kind name profile
+                         #:key
+                         (tool (package-ref '(stream-layered-image package)
+                                            'stream-layered-image))
+                         (max-layers 100)
+                         (strategy 'size)
+                         hints
+                         entry-point
+                         (entry-point-arguments '())
+                         (symlinks '())
+                         image-tag
+                         (compressor 'gzip)
+                         compressor-program
+                         (config '())
+                         system
+                         (locale "C.UTF-8")
+                         guile
+                         (local-build? #f)
+                         explain?)
+  "Return a file-like object of KIND: 'docker-archive, a Docker image
+archive (for `docker load') of PROFILE, a <profile>, and its closure, in at
+most MAX-LAYERS layers counting the customisation layer, as `guix pack -f
+docker --max-layers' does; 'spec, a directory of the spec and the
+customisation layer of that image.
 
 STRATEGY chooses which store items share a layer: 'size (the default, Guix's
 rule: the largest items get a layer each), 'default (stream-layered-image's
@@ -118,8 +174,9 @@ COMPRESSOR is one of 'gzip, 'zstd, 'xz or 'none.  CONFIG is an association
 list of more entries of the image config (such as (\"WorkingDir\" .
 \"/root\")).
 
-The image's architecture is that of SYSTEM, by default the system (or
-target) the image is built for, as `guix build --system' sets it.  The
+The image's architecture (and variant, such as v8 for aarch64) is that of
+SYSTEM, by default the system (or target) the image is built for, as `guix
+build --system' sets it.  The
 build runs in LOCALE (#f: the C locale), so that file names that are not
 ASCII survive.
 
@@ -131,7 +188,9 @@ guix pack offloads its image builds, so it is #f by default."
   (define extension (compressor-extension compressor))
 
   (define compress
-    (compressor-command compressor compressor-program))
+    ;; A spec is not compressed: the compressor is not even looked up.
+    (and (eq? kind 'docker-archive)
+         (compressor-command compressor compressor-program)))
 
   (define search-paths
     (map search-path-specification->sexp
@@ -147,6 +206,12 @@ guix pack offloads its image builds, so it is #f by default."
         (system->docker-architecture system)
         (let-system (system target)
           (system->docker-architecture (or target system)))))
+
+  (define variant
+    (if system
+        (system->docker-variant system)
+        (let-system (system target)
+          (system->docker-variant (or target system)))))
 
   (define (imported-module? name)
     ;; source-module-closure follows Guix's modules only by default.
@@ -198,6 +263,8 @@ guix pack offloads its image builds, so it is #f by default."
            #:explain? #$explain?
            #:config config
            #:architecture #$architecture
+           #:variant #$variant
+           #:spec-only? #$(eq? kind 'spec)
            #:repo-tag (string-append
                        (canonicalize-repository-name #$repository)
                        ":latest")
@@ -207,11 +274,28 @@ guix pack offloads its image builds, so it is #f by default."
            #:directories '(("/tmp" . #o1777) (#$(%store-prefix) . #o755))
            #:compressor #$compress))))
 
-  (apply computed-file (string-append name ".tar" extension)
+  (apply computed-file (if (eq? kind 'spec)
+                           (string-append name "-spec")
+                           (string-append name ".tar" extension))
          build
          #:local-build? local-build?
          #:options `(#:references-graphs (("profile" ,profile)))
          (if guile (list #:guile guile) '())))
+
+(define* (manifest->layered-image-spec name manifest
+                                       #:key system #:allow-other-keys
+                                       #:rest arguments)
+  "Like layered-image-spec, for the profile of MANIFEST, built for SYSTEM
+when it is given (on a machine or offload target of that system, or with
+QEMU's binfmt support), and otherwise for the system the image is built
+for.  ARGUMENTS, SYSTEM among them, go to layered-image-spec."
+  (let ((the-profile (profile (content manifest)
+                              (name (string-append name "-profile")))))
+    (apply layered-image-spec name
+           (if system
+               (with-parameters ((%current-system system)) the-profile)
+               the-profile)
+           arguments)))
 
 (define* (manifest->layered-docker-image name manifest . args)
   "Like layered-docker-image, for the profile of MANIFEST."

@@ -36,6 +36,7 @@
             canonicalize-repository-name
             friendly-name
             system->docker-architecture
+            system->docker-variant
 
             populate-image-root
             make-customisation-layer
@@ -258,6 +259,14 @@ result has 40 characters or more and more than one name is left."
           ((string=? cpu "loongarch64") "loong64")
           (else cpu))))
 
+(define (system->docker-variant system)
+  "The platform variant an OCI image index gives images of SYSTEM (\"v8\"
+for aarch64, as Docker names it; \"v7\" for armhf), or #f."
+  (let ((cpu (car (string-split system #\-))))
+    (cond ((string=? cpu "aarch64") "v8")
+          ((or (string=? cpu "armhf") (string-suffix? "gnueabihf" system)) "v7")
+          (else #f))))
+
 
 ;;;
 ;;; The customisation layer.
@@ -307,7 +316,7 @@ archive depends on the tree only, not on any tar that happens to be around."
 ;;;
 
 (define* (docker-spec #:key store-layers (store-dir "/gnu/store")
-                      (config '()) (architecture "amd64") repo-tag
+                      (config '()) (architecture "amd64") variant repo-tag
                       (created "1970-01-01T00:00:01Z") mtime
                       customisation-layer from-image
                       (uid 0) (gid 0) (uname "root") (gname "root"))
@@ -320,6 +329,7 @@ file names); CONFIG the image config's \"config\" object."
     ("store_dir" . ,store-dir)
     ("config" . ,config)
     ("architecture" . ,architecture)
+    ,@(if variant `(("variant" . ,variant)) '())
     ("os" . "linux")
     ("repo_tag" . ,repo-tag)
     ("created" . ,created)
@@ -352,11 +362,11 @@ file names); CONFIG the image config's \"config\" object."
                               #:key tool graph
                               (store-dir "/gnu/store")
                               (max-layers 100) (strategy 'size) exclude hints
-                              (config '()) (architecture "amd64")
+                              (config '()) (architecture "amd64") variant
                               repo-tag (created "1970-01-01T00:00:01Z")
                               profile (symlinks '())
                               (directories '(("/tmp" . #o1777)))
-                              compressor explain?
+                              compressor explain? spec-only?
                               (work-directory "."))
   "Write to OUTPUT a docker-archive of the closure in the references graph
 file GRAPH, with at most MAX-LAYERS layers counted as `guix pack' counts
@@ -364,12 +374,18 @@ them (the customisation layer included), split by STRATEGY (and HINTS, a file fo
 TOOL is the stream-layered-image executable.  The customisation layer holds DIRECTORIES
 and SYMLINKS into PROFILE (see populate-image-root).  COMPRESSOR, when true,
 is a command such as (\"gzip\" \"-9n\") that compresses its file argument
-to stdout with `-c'."
+to stdout with `-c'.  With SPEC-ONLY?, OUTPUT is instead a directory holding
+the image's spec.json and its customisation layer, for a later run of the
+tool (several platforms' specs in one run make a multi-platform image)."
+  (when spec-only?
+    (mkdir-p output))
   (let* ((items (references-graph-store-paths graph))
          (budget (guix-max-layers->budget max-layers))
          (root (string-append work-directory "/image-root"))
-         (custom (string-append work-directory "/customisation-layer"))
-         (spec-file (string-append work-directory "/spec.json"))
+         (custom (string-append (if spec-only? output work-directory)
+                                "/customisation-layer"))
+         (spec-file (string-append (if spec-only? output work-directory)
+                                   "/spec.json"))
          (archive (if compressor
                       (string-append work-directory "/image.tar")
                       output)))
@@ -392,11 +408,13 @@ to stdout with `-c'."
                                       #:store-dir store-dir
                                       #:config config
                                       #:architecture architecture
+                                      #:variant variant
                                       #:repo-tag repo-tag
                                       #:created created
                                       #:customisation-layer custom))
-      (invoke tool spec-file "-o" archive)
-      (when compressor
+      (unless spec-only?
+        (invoke tool spec-file "-o" archive))
+      (when (and compressor (not spec-only?))
         (let ((port (apply open-pipe* OPEN_READ
                            (append compressor (list "-c" archive)))))
           (copy-port-to-file port output)

@@ -25,6 +25,10 @@ Spec keys (JSON object; unknown keys are ignored):
   customisation_layer  a directory holding layer.tar and checksum (its
                        sha256), added as the last layer; or null
   repo_tag             \"name:tag\" for manifest.json (required unless -t)
+  store_layer_digests  one record per store layer, as `stream-layered-image
+                       digest SPEC.json` prints them: the layers are then
+                       not hashed ahead but checked as they are written,
+                       and a push reads no layer the registry has
 
 Each store path is archived with its contents, sorted the way Python's pathlib
 sorts; hard links become regular files; fifos, sockets and devices are errors.
@@ -147,6 +151,28 @@ pub struct BuildArgs {
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
 
+    /// Describe the closure in an SBOM: spdx (SPDX 2.3 JSON) or cyclonedx
+    /// (CycloneDX 1.5 JSON); give both, repeated or comma-separated, for
+    /// both. Every store path of the image is a component, with the layer
+    /// that holds it. It is attached to the image as an OCI 1.1 artifact
+    /// whose subject is the image manifest: in the layout for the OCI
+    /// formats, through the referrers API or its tag fallback (sha256-HEX)
+    /// for --push. A docker-archive cannot hold one: use --sbom-out.
+    #[arg(long, value_enum, value_name = "FORMAT", value_delimiter = ',')]
+    pub sbom: Vec<SbomName>,
+
+    /// Also write the SBOM to FILE; once per --sbom format, in the same
+    /// order.
+    #[arg(long, value_name = "FILE")]
+    pub sbom_out: Vec<PathBuf>,
+
+    /// The closure's references graph (exportReferencesGraph JSON, its
+    /// text form, Guix's references graph, or closureInfo's registration),
+    /// for --sbom: it gives each component its dependencies and, where the
+    /// graph has them, its NAR hash and size.
+    #[arg(long, value_name = "FILE")]
+    pub graph: Option<PathBuf>,
+
     /// Load the image into a local engine, in the same run as -o and
     /// --push. docker (the default): through the Engine API at $DOCKER_HOST
     /// (unix:// only) or /var/run/docker.sock, sending only the layers the
@@ -162,6 +188,24 @@ pub struct BuildArgs {
         default_missing_value = "docker"
     )]
     pub load: Option<LoadEngine>,
+}
+
+/// The `--sbom` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SbomName {
+    /// SPDX 2.3 JSON.
+    Spdx,
+    /// CycloneDX 1.5 JSON.
+    Cyclonedx,
+}
+
+impl From<SbomName> for stream_layered_image::sbom::Format {
+    fn from(name: SbomName) -> Self {
+        match name {
+            SbomName::Spdx => Self::Spdx,
+            SbomName::Cyclonedx => Self::CycloneDx,
+        }
+    }
 }
 
 /// The `--format` names.
@@ -223,6 +267,13 @@ pub enum Command {
     /// Show which layers of NEW a host that has OLD already holds, and what
     /// pulling NEW transfers.
     Diff(DiffArgs),
+    /// Hash a spec's store layers (or one) ahead of the build and print
+    /// their records as JSON: each layer's diff_id and size and, for each
+    /// --compress, its blob's digest and size. Put the list under the
+    /// spec's store_layer_digests key: a build then streams in one pass,
+    /// checking each layer against its record, and a push reads no layer
+    /// the registry has.
+    Digest(DigestArgs),
     /// Write a spec's customisation layer (DIR/layer.tar and DIR/checksum)
     /// from a tree, deterministically; prints its sha256.
     CustomLayer(CustomLayerArgs),
@@ -270,6 +321,22 @@ pub struct LayersArgs {
     /// answer line each; - for stdin.
     #[arg(long, value_name = "FILE")]
     pub batch: Option<PathBuf>,
+}
+
+/// `digest`: records of a spec's store layers, for `store_layer_digests`.
+#[derive(Debug, Args)]
+pub struct DigestArgs {
+    /// The spec (its store_layers, store_dir, mtime and owner are used).
+    #[arg(value_name = "SPEC.json")]
+    pub spec: PathBuf,
+    /// Only store_layers[N] (0-based), printed as one record; without it,
+    /// every store layer, as the list store_layer_digests takes.
+    #[arg(long, value_name = "N")]
+    pub layer: Option<usize>,
+    /// Also record the blob this compression makes (none, gzip[:0-9],
+    /// zstd[:1-22], as for the build); once per compression.
+    #[arg(long, value_name = "C")]
+    pub compress: Vec<String>,
 }
 
 /// `custom-layer`: a customisation layer from a tree.

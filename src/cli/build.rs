@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use stream_layered_image::compress::Compression;
 use stream_layered_image::engine::Docker;
-use stream_layered_image::pipeline::{self, Options, Plan};
+use stream_layered_image::pipeline::{self, Options, Plan, Summary};
 use stream_layered_image::progress::{Mode, Progress};
 use stream_layered_image::registry::Target;
 use stream_layered_image::sink::docker_archive::DockerArchive;
@@ -110,11 +110,19 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         })
         .collect::<stream_layered_image::Result<Vec<_>>>()?;
 
+    let sbom = sbom_request(&args, format, &stream)?;
+    // Opened before the run, so that an unwritable --sbom-out fails it
+    // before any image is written.
+    let sbom_files = args
+        .sbom_out
+        .iter()
+        .map(|path| OutputFile::create(path).map(|file| (file, path)))
+        .collect::<Result<Vec<_>, _>>()?;
     if args.specs.len() > 1 {
         if args.load.is_some() {
             bail!("--load takes one spec: an engine loads one image, not a multi-platform index");
         }
-        return run_multi_platform(&args, format, stream, compression, targets);
+        return run_multi_platform(&args, format, stream, compression, targets, sbom);
     }
     let spec = Spec::load(spec_path)?;
     let progress = progress_of(&args);
@@ -132,6 +140,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         Options {
             repo_tag,
             compression,
+            sbom,
         },
     )?;
 
@@ -154,17 +163,15 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     if let Some(load) = podman_load.as_mut() {
         sinks.push(load);
     }
-    match stream {
-        Stream::None => {
-            pipeline::run(&plan, &mut sinks, &progress)?;
-        }
+    let summary = match stream {
+        Stream::None => pipeline::run(&plan, &mut sinks, &progress)?,
         Stream::Dir(dir) => {
             let mut layout = OciLayout::new(
                 DirMembers::create(&dir)?,
                 false,
                 format!("{}", dir.display()),
             );
-            run_with(&plan, &mut layout, &mut sinks, &progress)?;
+            run_with(&plan, &mut layout, &mut sinks, &progress)?
         }
         Stream::Stdout => {
             // Stdout is line-buffered; write through our own buffer on a
@@ -189,7 +196,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
                 sinks,
                 &progress,
             );
-            outcome?;
+            outcome?
         }
         Stream::File(path) => {
             let output = OutputFile::create(&path)?;
@@ -210,10 +217,66 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
                     .map_err(|e| Error::Output(e.into_error()))?
                     .commit()?;
             }
-            outcome?;
+            outcome?
         }
+    };
+    for (document, (mut file, path)) in summary.sboms.iter().zip(sbom_files) {
+        file.write_all(&document.bytes)
+            .map_err(|e| Error::io(path, "writing", e))?;
+        file.commit()?;
     }
     Ok(())
+}
+
+/// The SBOMs `--sbom` asks for, checked against where the image goes.
+fn sbom_request(
+    args: &BuildArgs,
+    format: FormatName,
+    stream: &Stream,
+) -> anyhow::Result<stream_layered_image::sbom::Request> {
+    use stream_layered_image::sbom::{Format, Request};
+    if args.sbom.is_empty() {
+        if !args.sbom_out.is_empty() || args.graph.is_some() {
+            bail!("--sbom-out and --graph go with --sbom FORMAT");
+        }
+        return Ok(Request::default());
+    }
+    let mut formats: Vec<Format> = Vec::new();
+    for &name in &args.sbom {
+        let format = Format::from(name);
+        if formats.contains(&format) {
+            bail!("--sbom {} is given twice", format.name());
+        }
+        formats.push(format);
+    }
+    if !args.sbom_out.is_empty() && args.sbom_out.len() != formats.len() {
+        bail!(
+            "--sbom-out: give one FILE per --sbom format ({} formats, {} files)",
+            formats.len(),
+            args.sbom_out.len()
+        );
+    }
+    if !args.sbom_out.is_empty() && args.specs.len() > 1 {
+        bail!("--sbom-out: several specs make one SBOM per platform; they are attached to the images instead");
+    }
+    // No stream at all and no push: a --load alone, whose engine gets a
+    // docker-archive too.
+    let archive_only = args.push.is_empty()
+        && (matches!(stream, Stream::None)
+            || format == FormatName::DockerArchive
+                && matches!(stream, Stream::Stdout | Stream::File(_)));
+    if archive_only && args.sbom_out.is_empty() {
+        bail!(
+            "--sbom: a docker-archive cannot hold an SBOM; add --sbom-out FILE, use an OCI --format, or --push"
+        );
+    }
+    let graph = match &args.graph {
+        Some(path) => Some(std::sync::Arc::new(
+            stream_layered_image::layering::graph::Graph::read(path)?,
+        )),
+        None => None,
+    };
+    Ok(Request { formats, graph })
 }
 
 /// Runs the pipeline with a stream destination of `format` on `out` (plus
@@ -226,10 +289,10 @@ fn write_stream<W: Write + 'static>(
     destination: String,
     others: Vec<&mut dyn Sink>,
     progress: &Progress,
-) -> (Option<W>, stream_layered_image::Result<()>) {
+) -> (Option<W>, stream_layered_image::Result<Summary>) {
     let mut others = others;
-    let whole = |outcome: &stream_layered_image::Result<()>| match outcome {
-        Ok(()) => true,
+    let whole = |outcome: &stream_layered_image::Result<Summary>| match outcome {
+        Ok(_) => true,
         Err(Error::Destinations { succeeded, .. }) => succeeded.contains(&destination),
         Err(_) => false,
     };
@@ -261,10 +324,10 @@ fn run_with(
     first: &mut dyn Sink,
     others: &mut [&mut dyn Sink],
     progress: &Progress,
-) -> stream_layered_image::Result<()> {
+) -> stream_layered_image::Result<Summary> {
     let mut all: Vec<&mut dyn Sink> = vec![first];
     all.extend(others.iter_mut().map(|s| &mut **s as &mut dyn Sink));
-    pipeline::run(plan, &mut all, progress).map(drop)
+    pipeline::run(plan, &mut all, progress)
 }
 
 /// Several specs: one image per spec, and an image index naming each with
@@ -276,6 +339,7 @@ fn run_multi_platform(
     stream: Stream,
     compression: Compression,
     targets: Vec<Target>,
+    sbom: stream_layered_image::sbom::Request,
 ) -> anyhow::Result<()> {
     let holds_index = match stream {
         Stream::None | Stream::Dir(_) => true,
@@ -313,6 +377,7 @@ fn run_multi_platform(
             Options {
                 repo_tag,
                 compression,
+                sbom: sbom.clone(),
             },
         )?;
         let platform = plan.platform()?;

@@ -4,6 +4,7 @@ pub mod args;
 pub mod build;
 pub mod custom_layer;
 pub mod diff;
+pub mod digest;
 pub mod hints;
 pub mod layers;
 pub mod output;

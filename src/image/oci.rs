@@ -75,23 +75,126 @@ pub fn split_tag(repo_tag: &str) -> (&str, &str) {
 
 /// `index.json`, naming the manifest with the tag
 /// (`org.opencontainers.image.ref.name`) and, as containerd and Docker do,
-/// the full name (`io.containerd.image.name`).
-pub fn index(manifest: &[u8], repo_tag: &str) -> Vec<u8> {
+/// the full name (`io.containerd.image.name`), then listing the
+/// artifacts that refer to it (its SBOMs), untagged.
+pub fn index(manifest: &[u8], repo_tag: &str, referrers: &[Referrer]) -> Vec<u8> {
+    layout_index(MANIFEST_MEDIA_TYPE, manifest, repo_tag, referrers)
+}
+
+fn layout_index(media_type: &str, named: &[u8], repo_tag: &str, referrers: &[Referrer]) -> Vec<u8> {
     let (_, tag) = split_tag(repo_tag);
+    let mut manifests = vec![json!({
+        "mediaType": media_type,
+        "digest": format!("sha256:{}", Sha256Digest::of(named)),
+        "size": named.len(),
+        "annotations": {
+            "io.containerd.image.name": repo_tag,
+            "org.opencontainers.image.ref.name": tag,
+        },
+    })];
+    manifests.extend(referrers.iter().map(Referrer::descriptor));
     let doc = json!({
         "schemaVersion": 2,
         "mediaType": INDEX_MEDIA_TYPE,
-        "manifests": [{
-            "mediaType": MANIFEST_MEDIA_TYPE,
-            "digest": format!("sha256:{}", Sha256Digest::of(manifest)),
-            "size": manifest.len(),
-            "annotations": {
-                "io.containerd.image.name": repo_tag,
-                "org.opencontainers.image.ref.name": tag,
-            },
-        }],
+        "manifests": manifests,
     });
     serde_json::to_vec(&doc).expect("plain JSON")
+}
+
+/// Media type of the empty descriptor's blob, `{}`: the config of an
+/// artifact that has none (image spec v1.1).
+pub const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
+/// The empty descriptor's blob.
+pub const EMPTY_BLOB: &[u8] = b"{}";
+
+/// An artifact manifest that refers to another manifest (its `subject`),
+/// as an index of referrers lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Referrer {
+    /// sha256 of the artifact manifest's bytes.
+    pub digest: Sha256Digest,
+    /// Their size.
+    pub size: u64,
+    /// Its `artifactType`.
+    pub artifact_type: String,
+}
+
+impl Referrer {
+    fn descriptor(&self) -> Value {
+        json!({
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "digest": format!("sha256:{}", self.digest),
+            "size": self.size,
+            "artifactType": self.artifact_type,
+        })
+    }
+}
+
+/// An OCI 1.1 artifact: an image manifest with `artifactType`, the empty
+/// config, one layer holding `blob` (of media type `artifact_type`, named
+/// `title`), and `subject`, the manifest it is about. `created` is
+/// recorded as `org.opencontainers.image.created`.
+pub fn artifact_manifest(
+    artifact_type: &str,
+    blob: &[u8],
+    title: &str,
+    subject: &[u8],
+    created: &str,
+) -> Vec<u8> {
+    let doc = json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "artifactType": artifact_type,
+        "config": {
+            "mediaType": EMPTY_MEDIA_TYPE,
+            "digest": format!("sha256:{}", Sha256Digest::of(EMPTY_BLOB)),
+            "size": EMPTY_BLOB.len(),
+        },
+        "layers": [{
+            "mediaType": artifact_type,
+            "digest": format!("sha256:{}", Sha256Digest::of(blob)),
+            "size": blob.len(),
+            "annotations": {"org.opencontainers.image.title": title},
+        }],
+        "subject": {
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "digest": format!("sha256:{}", Sha256Digest::of(subject)),
+            "size": subject.len(),
+        },
+        "annotations": {"org.opencontainers.image.created": created},
+    });
+    serde_json::to_vec(&doc).expect("plain JSON")
+}
+
+/// The tag under which a registry without the referrers API keeps the
+/// referrers of `subject` (distribution spec v1.1: `<alg>-<hex>`).
+pub fn referrers_tag(subject: &Sha256Digest) -> String {
+    format!("sha256-{subject}")
+}
+
+/// The index of referrers under the fallback tag: `existing` (the index
+/// found there, if any) with `added` appended where it is not listed yet.
+/// `None` when `existing` is not an image index.
+pub fn referrers_index(existing: Option<&[u8]>, added: &[Referrer]) -> Option<Vec<u8>> {
+    let mut manifests: Vec<Value> = match existing {
+        None => Vec::new(),
+        Some(bytes) => {
+            let doc: Value = serde_json::from_slice(bytes).ok()?;
+            doc.get("manifests")?.as_array()?.clone()
+        }
+    };
+    for referrer in added {
+        let digest = format!("sha256:{}", referrer.digest);
+        if !manifests.iter().any(|m| m["digest"] == digest.as_str()) {
+            manifests.push(referrer.descriptor());
+        }
+    }
+    let doc = json!({
+        "schemaVersion": 2,
+        "mediaType": INDEX_MEDIA_TYPE,
+        "manifests": manifests,
+    });
+    Some(serde_json::to_vec(&doc).expect("plain JSON"))
 }
 
 /// A platform of a multi-platform image (OCI image index `platform`).
@@ -156,23 +259,14 @@ pub fn image_index(manifests: &[PlatformManifest]) -> Vec<u8> {
 }
 
 /// A layout's `index.json` naming a multi-platform image's index (a blob
-/// of the layout) with the tag, as [`index`] names a single image.
-pub fn layout_index_of_index(image_index: &[u8], repo_tag: &str) -> Vec<u8> {
-    let (_, tag) = split_tag(repo_tag);
-    let doc = json!({
-        "schemaVersion": 2,
-        "mediaType": INDEX_MEDIA_TYPE,
-        "manifests": [{
-            "mediaType": INDEX_MEDIA_TYPE,
-            "digest": format!("sha256:{}", Sha256Digest::of(image_index)),
-            "size": image_index.len(),
-            "annotations": {
-                "io.containerd.image.name": repo_tag,
-                "org.opencontainers.image.ref.name": tag,
-            },
-        }],
-    });
-    serde_json::to_vec(&doc).expect("plain JSON")
+/// of the layout) with the tag, as [`index`] names a single image, then
+/// the artifacts that refer to its images.
+pub fn layout_index_of_index(
+    image_index: &[u8],
+    repo_tag: &str,
+    referrers: &[Referrer],
+) -> Vec<u8> {
+    layout_index(INDEX_MEDIA_TYPE, image_index, repo_tag, referrers)
 }
 
 /// Docker's `manifest.json` pointing into the layout's blobs.

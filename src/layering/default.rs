@@ -1172,6 +1172,7 @@ mod coarsening_tests {
                     Vec::new()
                 },
                 nar_size: Some(10u64.pow(next(7) as u32) * (1 + next(9))),
+                nar_hash: None,
             })
             .collect();
         Graph::from_raw(raw, "test").unwrap()

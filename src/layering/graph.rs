@@ -54,6 +54,9 @@ pub struct RawNode {
     pub references: Vec<String>,
     /// Its size, if the input gave one.
     pub nar_size: Option<u64>,
+    /// Its NAR hash as the input wrote it (`sha256:<base32 or hex>` or
+    /// `sha256-<base64>`), if it gave one.
+    pub nar_hash: Option<String>,
 }
 
 /// A validated references graph: a closed, acyclic set of store paths.
@@ -62,6 +65,9 @@ pub struct Graph {
     nodes: Vec<Node>,
     index: HashMap<String, usize>,
     users: Vec<Vec<usize>>,
+    /// Each path's NAR hash, where the input gave one; kept apart from
+    /// [`Node`] because only the SBOM reads it.
+    nar_hashes: Vec<Option<String>>,
 }
 
 impl Graph {
@@ -107,7 +113,9 @@ impl Graph {
             })
             .collect::<Result<_>>()?;
         let mut nodes = Vec::with_capacity(raw.len());
+        let mut nar_hashes = Vec::with_capacity(raw.len());
         for (i, (node, nar_size)) in raw.into_iter().zip(sizes).enumerate() {
+            nar_hashes.push(node.nar_hash);
             let mut references = Vec::with_capacity(node.references.len());
             for reference in &node.references {
                 let Some(&target) = index.get(reference) else {
@@ -137,6 +145,7 @@ impl Graph {
             nodes,
             index,
             users,
+            nar_hashes,
         };
         graph.check_acyclic(origin)?;
         Ok(graph)
@@ -256,7 +265,12 @@ impl Graph {
                     .map(|&r| self.nodes[r].path.clone())
                     .collect(),
                 nar_size: Some(n.nar_size),
+                nar_hash: None,
             })
+            .collect();
+        let nar_hashes = (0..self.nodes.len())
+            .filter(|&i| keep[i])
+            .map(|i| self.nar_hashes[i].clone())
             .collect();
         let mut index = HashMap::with_capacity(raw.len());
         for (i, n) in raw.iter().enumerate() {
@@ -280,7 +294,13 @@ impl Graph {
             nodes,
             index,
             users,
+            nar_hashes,
         }
+    }
+
+    /// The NAR hash of path `i`, as the input wrote it, if it gave one.
+    pub fn nar_hash(&self, i: usize) -> Option<&str> {
+        self.nar_hashes[i].as_deref()
     }
 }
 
@@ -440,10 +460,21 @@ fn parse_json(bytes: &[u8], origin: &str) -> Result<Vec<RawNode>> {
                     ))
                 }
             };
+            let nar_hash = match obj.get("narHash") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(hash)) => Some(hash.clone()),
+                Some(_) => {
+                    return Err(bad_json(
+                        origin,
+                        format!("{path:?}: narHash is not a string"),
+                    ))
+                }
+            };
             Ok(RawNode {
                 path,
                 references,
                 nar_size,
+                nar_hash,
             })
         })
         .collect()
@@ -486,6 +517,7 @@ fn parse_text(bytes: &[u8], origin: &str) -> Result<Vec<RawNode>> {
         }
         i += 1;
         let mut nar_size = None;
+        let mut nar_hash = None;
         if registration {
             let hash = lines
                 .get(i)
@@ -493,6 +525,7 @@ fn parse_text(bytes: &[u8], origin: &str) -> Result<Vec<RawNode>> {
             if hash.is_empty() || hash.starts_with('/') {
                 return Err(bad(i, format!("expected a NAR hash, found {hash:?}")));
             }
+            nar_hash = Some(hash.to_string());
             i += 1;
             let size = lines
                 .get(i)
@@ -547,6 +580,7 @@ fn parse_text(bytes: &[u8], origin: &str) -> Result<Vec<RawNode>> {
             path: path.to_string(),
             references,
             nar_size,
+            nar_hash,
         });
     }
     Ok(out)

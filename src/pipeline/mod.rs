@@ -84,6 +84,8 @@ pub struct Options {
     /// How layers are compressed where a sink stores blobs (OCI layouts,
     /// registries).
     pub compression: Compression,
+    /// The SBOMs to make of the finished image.
+    pub sbom: crate::sbom::Request,
 }
 
 /// What a finished run wrote.
@@ -93,6 +95,8 @@ pub struct Summary {
     pub layers: usize,
     /// Bytes written by the sinks that write streams.
     pub bytes: u64,
+    /// The SBOMs the options asked for.
+    pub sboms: Vec<crate::sbom::Document>,
 }
 
 /// A layer's digest and size, from the hashing pass, and the checksums
@@ -110,6 +114,10 @@ pub struct Hashed {
     /// asked for blobs in the hashing pass, or when a hook learned the
     /// blob (its XXH3 is then 0 and unused: that blob is not streamed).
     pub blob: Option<(BlobRef, u64)>,
+    /// For a layer known from `store_layer_digests`, its position there:
+    /// it was not hashed, and every pass that produces it hashes it and
+    /// compares it with the record instead.
+    recorded: Option<usize>,
 }
 
 /// The image being built: the spec with its base image and customisation
@@ -157,6 +165,7 @@ impl<'s> Plan<'s> {
             });
         }
         let config = config::overlay_base(base.as_ref(), spec.config.clone())?;
+        crate::record::check(spec)?;
         Ok(Plan {
             spec,
             base,
@@ -166,6 +175,43 @@ impl<'s> Plan<'s> {
             parents: walk::store_parents(&spec.store_dir),
             options,
         })
+    }
+
+    /// The SBOMs of the image whose layers are `sources`, hashed as
+    /// `streamed`, with config `config`.
+    fn sboms(
+        &self,
+        sources: &[Source<'_>],
+        streamed: &[(String, Hashed)],
+        config: &[u8],
+    ) -> Result<Vec<crate::sbom::Document>> {
+        let request = &self.options.sbom;
+        if request.formats.is_empty() {
+            return Ok(Vec::new());
+        }
+        let repo_tag = self.repo_tag_text()?;
+        let (name, tag) = crate::image::oci::split_tag(&repo_tag);
+        let layers = sources
+            .iter()
+            .zip(streamed)
+            .map(|(source, (_, hashed))| crate::sbom::ImageLayer {
+                diff_id: hashed.digest,
+                contents: match source {
+                    Source::Base(..) => crate::sbom::Contents::Base,
+                    Source::Store { paths, .. } => crate::sbom::Contents::Store(paths),
+                    Source::Custom(_) => crate::sbom::Contents::Custom,
+                },
+            })
+            .collect();
+        let image = crate::sbom::Image {
+            name,
+            tag,
+            created: self.spec.created,
+            config,
+            layers,
+            graph: request.graph.as_deref(),
+        };
+        Ok(image.documents(&request.formats))
     }
 
     /// The spec.
@@ -228,16 +274,18 @@ impl<'s> Plan<'s> {
         if let Some(base) = &self.base {
             sources.extend(base.layers.iter().map(|l| Source::Base(base, l)));
         }
-        for (spec_paths, paths) in self
+        for (index, (spec_paths, paths)) in self
             .spec
             .store_layers
             .iter()
             .zip(&self.spec.store_layer_paths)
+            .enumerate()
         {
             sources.push(Source::Store {
                 spec_paths,
                 paths,
                 entries: OnceLock::new(),
+                index,
             });
         }
         if let Some(custom) = &self.custom {
@@ -367,6 +415,9 @@ pub struct Finished<'a> {
     pub config: &'a [u8],
     /// Each layer's hashing-pass result and docker-archive member name.
     pub layers: &'a [(String, Hashed)],
+    /// The SBOMs the options asked for, which sinks that can hold them
+    /// attach to the image.
+    pub sboms: &'a [crate::sbom::Document],
 }
 
 impl Finished<'_> {
@@ -435,6 +486,19 @@ pub fn run(plan: &Plan<'_>, sinks: &mut [&mut dyn Sink], progress: &Progress) ->
     };
     let wants_blobs = sinks.iter().any(|s| s.wants_blobs());
     let blob_compression = wants_blobs.then_some(plan.options.compression);
+    // Layers that `store_layer_digests` records skip the hashing pass.
+    let recorded: Vec<Option<Hashed>> = sources
+        .iter()
+        .map(|s| s.recorded(&cx, blob_compression))
+        .collect();
+    for (hashed, meter) in recorded.iter().zip(meters.iter()) {
+        if let Some(h) = hashed {
+            meter.set_size(h.size);
+        }
+    }
+    // Nor are they walked ahead when no sink reads every layer: a push
+    // reads only what the registry lacks.
+    let walk_recorded = sinks.iter().any(|s| s.reads_layers());
     let hooks: Vec<(usize, Arc<dyn LayerHook>)> = sinks
         .iter_mut()
         .enumerate()
@@ -453,7 +517,8 @@ pub fn run(plan: &Plan<'_>, sinks: &mut [&mut dyn Sink], progress: &Progress) ->
     // sink, and become the sink's failure when the stream reaches them.
     let hook_failures: std::sync::Mutex<Vec<(usize, Error)>> = Default::default();
 
-    let hasher = |index: usize| -> Result<Hashed> {
+    // The hashing pass of one layer; a recorded layer has none.
+    let hash_one = |index: usize| -> Result<Hashed> {
         let started = std::time::Instant::now();
         let source = &sources[index];
         let meter = &meters[index];
@@ -468,7 +533,8 @@ pub fn run(plan: &Plan<'_>, sinks: &mut [&mut dyn Sink], progress: &Progress) ->
             _ => Phase::Hashing,
         };
         meter.begin(phase, source.estimate_size(), 1);
-        let mut hashed = source.hash(&cx, blob_compression, meter)?;
+        let hashed = source.hash(&cx, blob_compression, meter)?;
+        source.check_hashed(&cx, &hashed, index + 1)?;
         meter.set_size(hashed.size);
         meter.end(Phase::Idle);
         progress.line(format_args!(
@@ -478,6 +544,25 @@ pub fn run(plan: &Plan<'_>, sinks: &mut [&mut dyn Sink], progress: &Progress) ->
             human_bytes(hashed.size),
             started.elapsed().as_secs_f64()
         ));
+        Ok(hashed)
+    };
+
+    let hasher = |index: usize| -> Result<Hashed> {
+        let source = &sources[index];
+        let meter = &meters[index];
+        let mut hashed = match &recorded[index] {
+            Some(known) => {
+                progress.line(format_args!(
+                    "layer {}/{total_layers}: sha256:{} {} from {}",
+                    index + 1,
+                    &known.digest.hex()[..12],
+                    human_bytes(known.size),
+                    crate::record::SPEC_KEY
+                ));
+                known.clone()
+            }
+            None => hash_one(index)?,
+        };
         for (sink_index, hook) in &hooks {
             if several && failed_hook(&hook_failures, *sink_index) {
                 continue;
@@ -504,6 +589,13 @@ pub fn run(plan: &Plan<'_>, sinks: &mut [&mut dyn Sink], progress: &Progress) ->
     };
 
     let schedule = Schedule::new(total_layers);
+    if !walk_recorded {
+        for (index, known) in recorded.iter().enumerate() {
+            if let Some(h) = known {
+                schedule.skip_walk(index, h.size);
+            }
+        }
+    }
     let (tx, rx) = crossbeam_channel::unbounded::<(usize, Result<Hashed>)>();
     for slot in slots.iter_mut() {
         if let Err(e) = slot.sink.begin(plan) {
@@ -570,6 +662,7 @@ pub fn run(plan: &Plan<'_>, sinks: &mut [&mut dyn Sink], progress: &Progress) ->
         return destinations_outcome(slots).map(|()| Summary {
             layers: total_layers,
             bytes: 0,
+            sboms: Vec::new(),
         });
     }
 
@@ -586,9 +679,11 @@ pub fn run(plan: &Plan<'_>, sinks: &mut [&mut dyn Sink], progress: &Progress) ->
         })
         .collect();
     let config_bytes = config::encode(plan.spec, plan.config.clone(), &entries);
+    let sboms = plan.sboms(&sources, &streamed, &config_bytes)?;
     let finished = Finished {
         config: &config_bytes,
         layers: &streamed,
+        sboms: &sboms,
     };
     let mut bytes = 0;
     for slot in slots.iter_mut().filter(|s| s.active()) {
@@ -600,6 +695,7 @@ pub fn run(plan: &Plan<'_>, sinks: &mut [&mut dyn Sink], progress: &Progress) ->
     let summary = Summary {
         layers: total_layers,
         bytes,
+        sboms,
     };
     if bytes > 0 {
         let secs = progress.elapsed();

@@ -65,6 +65,16 @@ impl Schedule {
         self.changed.notify_all();
     }
 
+    /// Takes a layer off the walks, as walked, with its size: a layer
+    /// known from its record that is walked only if its bytes are wanted.
+    pub fn skip_walk(&self, index: usize, size: u64) {
+        let mut st = self.lock();
+        st.walk_taken[index] = true;
+        st.walked[index] = Some(size);
+        drop(st);
+        self.changed.notify_all();
+    }
+
     /// Makes every worker stop at its next request.
     pub fn stop(&self) {
         self.lock().stopped = true;

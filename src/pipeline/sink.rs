@@ -20,6 +20,14 @@ pub trait Sink {
         false
     }
 
+    /// Whether the sink reads every layer's bytes. One that reads only
+    /// some (a registry: what it lacks) says no; layers known from
+    /// `store_layer_digests` are then not walked ahead, and one that is
+    /// not wanted is never opened.
+    fn reads_layers(&self) -> bool {
+        true
+    }
+
     /// Work to do on the hashing workers, if any (called once, before the
     /// run).
     fn hook(&mut self) -> Option<Arc<dyn LayerHook>> {

@@ -32,8 +32,11 @@ pub(crate) enum Source<'a> {
         spec_paths: &'a [String],
         /// The same, normalised.
         paths: &'a [String],
-        /// Filled in by the walk, which runs in the worker pool.
+        /// Filled in by the walk, which runs in the worker pool (or, for
+        /// a layer known from `store_layer_digests`, when first needed).
         entries: OnceLock<Vec<Entry>>,
+        /// The position in `store_layers`.
+        index: usize,
     },
     /// The customisation layer's ready `layer.tar`.
     Custom(&'a CustomLayer),
@@ -77,6 +80,7 @@ impl Source<'_> {
             spec_paths,
             paths,
             entries,
+            ..
         } = self
         else {
             return self.describe();
@@ -139,11 +143,83 @@ impl Source<'_> {
         Ok(None)
     }
 
-    fn entries(&self) -> &[Entry] {
+    /// The walked entries of a store layer, walking it now if the
+    /// pipeline did not: a layer known from its record is walked only
+    /// when its bytes are wanted.
+    fn entries(&self) -> Result<&[Entry]> {
         match self {
-            Source::Store { entries, .. } => entries.get().expect("produced only once walked"),
-            _ => &[],
+            Source::Store { entries, .. } => {
+                if entries.get().is_none() {
+                    self.walk()?;
+                }
+                Ok(entries.get().expect("walked above"))
+            }
+            _ => Ok(&[]),
         }
+    }
+
+    /// For a store layer that the spec's `store_layer_digests` records:
+    /// the hashing pass's result, from the record, without reading the
+    /// layer. `None` when there is no record, or when `blob` asks for a
+    /// blob the record lacks (the layer is then hashed as usual).
+    pub fn recorded(&self, cx: &Context<'_>, blob: Option<Compression>) -> Option<Hashed> {
+        let Source::Store { index, .. } = self else {
+            return None;
+        };
+        let record = cx.spec.store_layer_digests.as_ref()?.get(*index)?;
+        let blob = match blob {
+            Some(c) => Some((record.blob(c)?, 0)),
+            // Known for free: a push with a cache can still ask for it.
+            None => record.blob(cx.compression).map(|b| (b, 0)),
+        };
+        Some(Hashed {
+            digest: record.diff_id,
+            size: record.size,
+            sums: Vec::new(),
+            blob,
+            recorded: Some(*index),
+        })
+    }
+
+    /// A store layer hashed despite its record (which lacked the blob
+    /// asked for): the record must still hold.
+    pub fn check_hashed(&self, cx: &Context<'_>, hashed: &Hashed, layer_no: usize) -> Result<()> {
+        match self.recorded(cx, None) {
+            Some(record) => self.check_record(
+                &record,
+                layer_no,
+                "its diff_id",
+                (record.digest, record.size),
+                (hashed.digest, hashed.size),
+            ),
+            None => Ok(()),
+        }
+    }
+
+    /// Compares what a layer's bytes turned out to be with its record.
+    fn check_record(
+        &self,
+        hashed: &Hashed,
+        layer_no: usize,
+        what: &str,
+        expected: (Sha256Digest, u64),
+        actual: (Sha256Digest, u64),
+    ) -> Result<()> {
+        if expected == actual {
+            return Ok(());
+        }
+        let index = match self {
+            Source::Store { index, .. } => *index,
+            _ => hashed.recorded.unwrap_or_default(),
+        };
+        let show = |(digest, size): (Sha256Digest, u64)| format!("sha256:{digest} ({size} bytes)");
+        Err(Error::RecordMismatch {
+            layer: layer_no,
+            key: format!("{}[{index}]", crate::record::SPEC_KEY),
+            what: what.to_owned(),
+            expected: show(expected),
+            actual: show(actual),
+        })
     }
 
     /// The hashing pass: the layer's digest and size, the checksums the
@@ -163,7 +239,7 @@ impl Source<'_> {
                 let mut sums = Vec::new();
                 layer::encode(
                     cx.parents,
-                    self.entries(),
+                    self.entries()?,
                     &cx.spec.stamp,
                     Contents::Record(&mut sums),
                     &mut sink,
@@ -174,6 +250,7 @@ impl Source<'_> {
                     size,
                     sums,
                     blob: blob.finish().finish()?,
+                    recorded: None,
                 })
             }
             Source::Base(..) | Source::Custom(_) => {
@@ -187,6 +264,7 @@ impl Source<'_> {
                     size,
                     sums: vec![sum],
                     blob: blob.finish().finish()?,
+                    recorded: None,
                 })
             }
         }
@@ -230,15 +308,16 @@ impl Source<'_> {
     ) -> Result<u64> {
         let mut sink = CountingWriter::new(out, self.whole_layer_sum());
         let mut spliced = 0;
+        let mut recorded = hashed.recorded.map(|_| sha2::Sha256::default());
         match self {
             Source::Store { .. } => {
-                let entries = self.entries();
+                let entries = self.entries()?;
                 (_, spliced) = relay_direct(&mut sink, direct, |w| {
                     layer::encode(
                         cx.parents,
                         entries,
                         &cx.spec.stamp,
-                        Contents::Verify(&hashed.sums),
+                        contents(hashed, recorded.as_mut()),
                         w,
                     )
                 })?;
@@ -247,6 +326,9 @@ impl Source<'_> {
         }
         let (counted, sum) = sink.finish();
         let size = counted + spliced;
+        if let Some(hasher) = recorded {
+            self.check_streamed_record(hashed, layer_no, hasher, size)?;
+        }
         self.check_reproduced(hashed, layer_no, size, sum)?;
         Ok(size)
     }
@@ -261,19 +343,23 @@ impl Source<'_> {
         out: &mut dyn Write,
     ) -> Result<()> {
         let mut sink = CountingWriter::new(out, self.whole_layer_sum());
+        let mut recorded = hashed.recorded.map(|_| sha2::Sha256::default());
         match self {
             Source::Store { .. } => {
                 layer::encode(
                     cx.parents,
-                    self.entries(),
+                    self.entries()?,
                     &cx.spec.stamp,
-                    Contents::Verify(&hashed.sums),
+                    contents(hashed, recorded.as_mut()),
                     &mut sink,
                 )?;
             }
             _ => self.copy_whole(&mut sink)?,
         }
         let (size, sum) = sink.finish();
+        if let Some(hasher) = recorded {
+            self.check_streamed_record(hashed, layer_no, hasher, size)?;
+        }
         self.check_reproduced(hashed, layer_no, size, sum)
     }
 
@@ -288,8 +374,38 @@ impl Source<'_> {
         layer_no: usize,
         out: &mut dyn Write,
     ) -> Result<u64> {
+        if hashed.recorded.is_none() {
+            return self.produce_blob_checked(cx, hashed, compression, layer_no, out);
+        }
+        // Known from its record: the blob is hashed as it is written, and
+        // must be the recorded one.
+        let (blob, _) = hashed.blob.expect("recorded with a blob");
+        let mut hashing = HashingWriter::new(out);
+        let plain = self.produce_blob_checked(cx, hashed, compression, layer_no, &mut hashing)?;
+        let (digest, size, _) = hashing.finish();
+        self.check_record(
+            hashed,
+            layer_no,
+            &format!("its {} blob", crate::record::compression_name(compression)),
+            (blob.digest, blob.size),
+            (digest, size),
+        )?;
+        Ok(plain)
+    }
+
+    /// [`Source::produce_blob`], checked against the hashing pass, or, for
+    /// a recorded layer, only its uncompressed bytes against the record.
+    fn produce_blob_checked(
+        &self,
+        cx: &Context<'_>,
+        hashed: &Hashed,
+        compression: Compression,
+        layer_no: usize,
+        out: &mut dyn Write,
+    ) -> Result<u64> {
         let (blob, blob_sum) = hashed.blob.expect("hashed with a blob");
-        let mut sink = CountingWriter::new(out, true);
+        let mut recorded = hashed.recorded.map(|_| sha2::Sha256::default());
+        let mut sink = CountingWriter::new(out, recorded.is_none());
         let compress_into = |w: &mut dyn Write, produce: &dyn Fn(&mut dyn Write) -> Result<()>| {
             let mut enc = compression.encoder(w).map_err(Error::Output)?;
             let mut counted = CountingWriter::new(&mut enc, false);
@@ -300,7 +416,8 @@ impl Source<'_> {
         };
         let plain_size = match self {
             Source::Store { .. } => {
-                let entries = self.entries();
+                let entries = self.entries()?;
+                let recorded = recorded.as_mut();
                 relay(&mut sink, |w| {
                     let mut enc = compression.encoder(w).map_err(Error::Output)?;
                     let mut counted = CountingWriter::new(&mut enc, false);
@@ -308,7 +425,7 @@ impl Source<'_> {
                         cx.parents,
                         entries,
                         &cx.spec.stamp,
-                        Contents::Verify(&hashed.sums),
+                        contents(hashed, recorded),
                         &mut counted,
                     )?;
                     let (n, _) = counted.finish();
@@ -319,6 +436,11 @@ impl Source<'_> {
             _ => compress_into(&mut sink, &|w| self.copy_whole(w))?,
         };
         let (size, sum) = sink.finish();
+        if let Some(hasher) = recorded {
+            // The caller compares the blob with the record.
+            self.check_streamed_record(hashed, layer_no, hasher, plain_size)?;
+            return Ok(plain_size);
+        }
         if size != blob.size {
             return Err(Error::SizeMismatch {
                 layer: layer_no,
@@ -340,6 +462,26 @@ impl Source<'_> {
             });
         }
         Ok(plain_size)
+    }
+
+    /// Compares a recorded layer's streamed bytes (their hash and size)
+    /// with its record.
+    fn check_streamed_record(
+        &self,
+        hashed: &Hashed,
+        layer_no: usize,
+        hasher: sha2::Sha256,
+        size: u64,
+    ) -> Result<()> {
+        use sha2::Digest as _;
+        let digest = Sha256Digest(hasher.finalize().into());
+        self.check_record(
+            hashed,
+            layer_no,
+            "its diff_id",
+            (hashed.digest, hashed.size),
+            (digest, size),
+        )
     }
 
     /// Copies a base or customisation layer whole into `out`, telling a
@@ -405,6 +547,16 @@ impl Source<'_> {
             });
         }
         Ok(())
+    }
+}
+
+/// How a later pass checks a store layer's files: against the hashing
+/// pass's checksums, or, for a layer known from its record, by hashing the
+/// whole layer into `recorded`.
+fn contents<'a>(hashed: &'a Hashed, recorded: Option<&'a mut sha2::Sha256>) -> Contents<'a> {
+    match recorded {
+        Some(hasher) => Contents::Hash(hasher),
+        None => Contents::Verify(&hashed.sums),
     }
 }
 

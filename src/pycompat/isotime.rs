@@ -225,6 +225,20 @@ impl IsoDateTime {
         }
     }
 
+    /// The same instant in UTC, to the second, as `YYYY-MM-DDThh:mm:ssZ`:
+    /// the form SPDX and CycloneDX documents require.
+    pub fn utc_text(&self) -> String {
+        let seconds = self.unix_seconds();
+        let (year, month, day) = civil_from_days(seconds.div_euclid(SECONDS_PER_DAY));
+        let time = seconds.rem_euclid(SECONDS_PER_DAY);
+        format!(
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+            time / 3600,
+            time % 3600 / 60,
+            time % 60
+        )
+    }
+
     /// Returns the current time in UTC with microsecond precision, like
     /// Python's `datetime.now(tz=timezone.utc)`.
     pub fn now_utc() -> Self {
@@ -666,6 +680,16 @@ mod tests {
             let expected = (micros as f64 / 1e6).trunc() as i64;
             assert_eq!(truncate_rounded_seconds(micros), expected, "{micros}");
         }
+    }
+
+    #[test]
+    fn utc_text_applies_the_offset() {
+        let t = parse("2024-03-01T01:30:15+02:00").unwrap();
+        assert_eq!(t.utc_text(), "2024-02-29T23:30:15Z");
+        assert_eq!(
+            parse("1970-01-01T00:00:01").unwrap().utc_text(),
+            "1970-01-01T00:00:01Z"
+        );
     }
 
     #[test]

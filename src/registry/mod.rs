@@ -45,6 +45,10 @@ pub const CHUNK: usize = 16 << 20;
 
 /// Pauses before the retries of a request: short, since the registry is
 /// usually close, and about 3 s in all before giving up.
+/// The most of a manifest read back (the referrers index under a fallback
+/// tag); registries refuse manifests over 4 MiB.
+const MAX_MANIFEST: u64 = 4 << 20;
+
 const BACKOFF_MS: [u64; 4] = [200, 400, 800, 1600];
 
 /// How often a blob whose upload session the registry lost is started
@@ -617,14 +621,8 @@ impl Registry {
         }
         let mut restarts = 0;
         loop {
-            match self.upload_layer(label, compression, produce) {
+            match self.upload_layer(label, compression, known, produce) {
                 Ok(blob) => {
-                    if let Some(k) = known.filter(|k| k.digest != blob.digest) {
-                        return Err(self.error(format!(
-                            "{label}: compressed to sha256:{}, but the hashing pass found sha256:{}; a store file changed during the run",
-                            blob.digest, k.digest
-                        )));
-                    }
                     self.remember(diff_id, compression, blob);
                     return Ok(LayerPush {
                         blob,
@@ -637,10 +635,14 @@ impl Registry {
         }
     }
 
+    /// Uploads what `produce` writes, compressed; when the blob's digest
+    /// is `known`, the upload is completed only if it is that blob, so the
+    /// registry never holds a blob that differs from what was expected.
     fn upload_layer(
         &self,
         label: &str,
         compression: Compression,
+        known: Option<BlobRef>,
         produce: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
     ) -> std::result::Result<BlobRef, Carried> {
         let fatal = |error| Carried { error, lost: false };
@@ -658,6 +660,12 @@ impl Registry {
             return Err(Carried { error, lost });
         }
         let (digest, size, upload) = blob.finish();
+        if let Some(k) = known.filter(|k| k.digest != digest) {
+            return Err(fatal(self.error(format!(
+                "{label}: compressed to sha256:{digest}, but sha256:{} was expected (found by the hashing pass, or recorded in store_layer_digests); a store file changed during the run, or the record was taken with another compressor",
+                k.digest
+            ))));
+        }
         upload.finish_carried(&digest)?;
         Ok(BlobRef { digest, size })
     }
@@ -673,23 +681,62 @@ impl Registry {
     /// Puts the manifest under the tag.
     pub fn put_manifest(&self, manifest: &[u8], media_type: &str) -> Result<()> {
         self.put_manifest_at(&self.target.tag, manifest, media_type)
+            .map(drop)
     }
 
     /// Puts a manifest under `reference`: a tag, or `sha256:...` for a
-    /// manifest that an index names.
+    /// manifest that an index names. Returns the answer's `OCI-Subject`
+    /// header: a registry with the referrers API sets it when the
+    /// manifest has a `subject` (distribution spec v1.1), and then lists
+    /// the manifest among the subject's referrers itself.
     pub fn put_manifest_at(
         &self,
         reference: &str,
         manifest: &[u8],
         media_type: &str,
-    ) -> Result<()> {
-        let url = format!(
+    ) -> Result<Option<String>> {
+        let url = self.manifest_url(reference);
+        let resp = self
+            .send("PUT", &url, &[("Content-Type", media_type)], manifest)
+            .map_err(|f| self.error(f.text()))?;
+        Ok(resp.header("OCI-Subject").map(str::to_owned))
+    }
+
+    /// The manifest under `reference`, or `None` when there is none.
+    pub fn get_manifest(&self, reference: &str, media_type: &str) -> Result<Option<Vec<u8>>> {
+        let url = self.manifest_url(reference);
+        match self.send("GET", &url, &[("Accept", media_type)], &[]) {
+            Ok(resp) => {
+                let mut bytes = Vec::new();
+                resp.into_reader()
+                    .take(MAX_MANIFEST)
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| self.error(format!("GET {}: {e}", show(&url))))?;
+                Ok(Some(bytes))
+            }
+            Err(Failure::Status(404, _)) => Ok(None),
+            Err(f) => Err(self.error(f.text())),
+        }
+    }
+
+    fn manifest_url(&self, reference: &str) -> String {
+        format!(
             "{}/v2/{}/manifests/{reference}",
             self.base, self.target.repo
-        );
-        self.send("PUT", &url, &[("Content-Type", media_type)], manifest)
-            .map_err(|f| self.error(f.text()))?;
-        Ok(())
+        )
+    }
+
+    /// Uploads a blob held in memory (a config, an SBOM) unless the
+    /// registry has it; returns its digest.
+    pub fn put_small_blob(&self, bytes: &[u8]) -> Result<Sha256Digest> {
+        let digest = Sha256Digest::of(bytes);
+        if !self.has_blob(&digest)? {
+            let mut upload = Upload::start(self, format!("blob sha256:{digest}"))?;
+            upload.write_all(bytes).map_err(Error::Output)?;
+            upload.finish(&digest)?;
+            self.present.lock().expect("not poisoned").insert(digest);
+        }
+        Ok(digest)
     }
 }
 

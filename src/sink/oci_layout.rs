@@ -35,6 +35,8 @@ struct Images {
     manifests: Vec<PlatformManifest>,
     /// Blobs already in the layout: a layer the images share is stored once.
     written: HashSet<Sha256Digest>,
+    /// The images' SBOM artifacts, listed in `index.json` beside the index.
+    referrers: Vec<oci::Referrer>,
     begun: bool,
 }
 
@@ -75,17 +77,40 @@ impl<M: Members> OciLayout<M> {
         Ok(digest)
     }
 
+    /// Stores the image's SBOMs as artifacts whose subject is `manifest`;
+    /// returns their entries for `index.json`.
+    fn attach(
+        &mut self,
+        plan: &Plan<'_>,
+        image: &Finished<'_>,
+        manifest: &[u8],
+    ) -> Result<Vec<oci::Referrer>> {
+        let mtime = plan.mtime();
+        let mut referrers = Vec::new();
+        for (i, document) in image.sboms.iter().enumerate() {
+            if i == 0 {
+                self.blob(oci::EMPTY_BLOB, mtime)?;
+            }
+            self.blob(&document.bytes, mtime)?;
+            let (artifact, referrer) = document.artifact(manifest, &plan.spec().created);
+            self.blob(&artifact, mtime)?;
+            referrers.push(referrer);
+        }
+        Ok(referrers)
+    }
+
     /// Ends a multi-platform layout: the image index, naming each image
     /// with its platform, then `index.json` naming the index with the tag.
     /// Returns the bytes written.
     pub fn finish_index(&mut self, repo_tag: &str, mtime: i64) -> Result<u64> {
-        let images = self.multi.take().expect("a multi-platform layout");
+        let mut images = self.multi.take().expect("a multi-platform layout");
         let index = oci::image_index(&images.manifests);
+        let referrers = std::mem::take(&mut images.referrers);
         self.multi = Some(images);
         self.blob(&index, mtime)?;
         self.members.small_file(
             "index.json",
-            &oci::layout_index_of_index(&index, repo_tag),
+            &oci::layout_index_of_index(&index, repo_tag, &referrers),
             mtime,
         )?;
         self.members.finish()?;
@@ -153,7 +178,9 @@ impl<M: Members> Sink for OciLayout<M> {
         self.blob(image.config, mtime)?;
         let manifest = oci::manifest(image.config, &blobs, plan.compression());
         let manifest_digest = self.blob(&manifest, mtime)?;
+        let referrers = self.attach(plan, image, &manifest)?;
         if let Some(images) = &mut self.multi {
+            images.referrers.extend(referrers);
             images.manifests.push(PlatformManifest {
                 digest: manifest_digest,
                 size: manifest.len() as u64,
@@ -167,8 +194,11 @@ impl<M: Members> Sink for OciLayout<M> {
             self.members.small_file("manifest.json", &docker, mtime)?;
         }
         // Last: a layout is only usable once everything it names is there.
-        self.members
-            .small_file("index.json", &oci::index(&manifest, &tag), mtime)?;
+        self.members.small_file(
+            "index.json",
+            &oci::index(&manifest, &tag, &referrers),
+            mtime,
+        )?;
         self.members.finish()?;
         Ok(self.members.offset())
     }

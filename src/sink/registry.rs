@@ -7,7 +7,6 @@
 //! the manifest go up last, once every layer is in, so a failed push never
 //! leaves a tag naming missing blobs.
 
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,7 +15,7 @@ use crate::error::Result;
 use crate::image::oci::{self, BlobRef, PlatformManifest};
 use crate::pipeline::{Finished, Layer, Plan};
 use crate::progress::{human_bytes, Phase, Progress};
-use crate::registry::{How, Registry, Target, Upload};
+use crate::registry::{How, Registry, Target};
 use crate::sink::{LayerHook, Sink};
 
 /// Pushes the image to one repository and tag of a registry.
@@ -62,6 +61,65 @@ impl RegistrySink {
     }
 }
 
+impl RegistrySink {
+    /// Pushes the image's SBOMs as artifacts whose subject is `manifest`
+    /// (already pushed). A registry with the referrers API lists them
+    /// itself; for one without, the index of referrers under the fallback
+    /// tag (`sha256-<hex>`) gets them, keeping what it listed before, as
+    /// the distribution spec v1.1 describes and cosign and ORAS read.
+    fn attach(
+        &self,
+        plan: &Plan<'_>,
+        image: &Finished<'_>,
+        manifest: &[u8],
+        progress: &Progress,
+    ) -> Result<()> {
+        if image.sboms.is_empty() {
+            return Ok(());
+        }
+        let registry = &self.registry;
+        registry.put_small_blob(oci::EMPTY_BLOB)?;
+        let mut unlisted = Vec::new();
+        for document in image.sboms {
+            registry.put_small_blob(&document.bytes)?;
+            let (artifact, referrer) = document.artifact(manifest, &plan.spec().created);
+            let subject = registry.put_manifest_at(
+                &format!("sha256:{}", referrer.digest),
+                &artifact,
+                oci::MANIFEST_MEDIA_TYPE,
+            )?;
+            progress.line(format_args!(
+                "{} SBOM: pushed artifact sha256:{}",
+                document.format.name(),
+                referrer.digest
+            ));
+            if subject.is_none() {
+                unlisted.push(referrer);
+            }
+        }
+        if unlisted.is_empty() {
+            return Ok(());
+        }
+        let tag = oci::referrers_tag(&Sha256Digest::of(manifest));
+        let existing = registry.get_manifest(&tag, oci::INDEX_MEDIA_TYPE)?;
+        let index = oci::referrers_index(existing.as_deref(), &unlisted).ok_or_else(|| {
+            crate::Error::Push {
+                registry: registry.target().host.clone(),
+                problem: format!(
+                    "the referrers tag {}:{tag} holds something other than an image index; \
+                     the SBOMs were pushed but are not listed",
+                    registry.target().repository()
+                ),
+            }
+        })?;
+        registry.put_manifest_at(&tag, &index, oci::INDEX_MEDIA_TYPE)?;
+        progress.line(format_args!(
+            "SBOMs listed under the referrers tag {tag} (the registry has no referrers API)"
+        ));
+        Ok(())
+    }
+}
+
 impl Sink for RegistrySink {
     fn destination(&self) -> String {
         let t = self.registry.target();
@@ -74,6 +132,10 @@ impl Sink for RegistrySink {
     /// is compressed only once, as it is uploaded.
     fn wants_blobs(&self) -> bool {
         !self.registry.has_cache()
+    }
+
+    fn reads_layers(&self) -> bool {
+        false
     }
 
     fn hook(&mut self) -> Option<Arc<dyn LayerHook>> {
@@ -97,14 +159,7 @@ impl Sink for RegistrySink {
         progress: &Progress,
     ) -> Result<u64> {
         let registry = &self.registry;
-        let config_digest = Sha256Digest::of(image.config);
-        if !registry.has_blob(&config_digest)? {
-            let mut upload = Upload::start(registry, format!("blob sha256:{config_digest}"))?;
-            upload
-                .write_all(image.config)
-                .map_err(crate::Error::Output)?;
-            upload.finish(&config_digest)?;
-        }
+        registry.put_small_blob(image.config)?;
         let manifest = oci::manifest(image.config, &image.blobs(), plan.compression());
         let digest = Sha256Digest::of(&manifest);
         match &mut self.multi {
@@ -122,6 +177,8 @@ impl Sink for RegistrySink {
             }
             None => registry.put_manifest(&manifest, oci::MANIFEST_MEDIA_TYPE)?,
         }
+        self.attach(plan, image, &manifest, progress)?;
+        let registry = &self.registry;
         progress.summary(format_args!(
             "pushed sha256:{} to {} ({} blob uploads, {} mounts) in {:.2}s",
             Sha256Digest::of(&manifest),

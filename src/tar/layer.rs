@@ -48,6 +48,12 @@ pub enum Contents<'a> {
     Record(&'a mut Vec<u64>),
     /// Second pass: each file must match the recorded checksum.
     Verify(&'a [u64]),
+    /// The only pass, for a layer whose digest is known beforehand
+    /// (`store_layer_digests`): no per-file checksums; every byte of the
+    /// layer goes into this hasher in stream order, those of files handed
+    /// to the sink included, so that the caller can compare the layer's
+    /// digest with the known one at its end.
+    Hash(&'a mut sha2::Sha256),
 }
 
 /// Where [`encode`] writes a layer.
@@ -112,6 +118,7 @@ pub fn encode(
         scratch: Vec::new(),
         contents,
         files: 0,
+        hashed_upto: 0,
     };
     for dir in parents {
         enc.header(&Header {
@@ -177,6 +184,10 @@ struct Encoder<'w> {
     scratch: Vec<u8>,
     contents: Contents<'w>,
     files: usize,
+    /// With [`Contents::Hash`]: how much of `headers` is hashed already.
+    /// The gather buffer is hashed just before it leaves and just before a
+    /// large file's bytes are, so the hasher sees the stream's order.
+    hashed_upto: usize,
 }
 
 const GATHER: usize = 256 * 1024;
@@ -194,11 +205,22 @@ impl Encoder<'_> {
 
     fn flush_headers(&mut self) -> Result<()> {
         if !self.headers.is_empty() {
+            self.hash_pending();
             self.out
                 .write_owned(&mut self.headers)
                 .map_err(Error::Output)?;
+            self.hashed_upto = 0;
         }
         Ok(())
+    }
+
+    /// With [`Contents::Hash`], hashes what the gather buffer holds and
+    /// the hasher has not seen.
+    fn hash_pending(&mut self) {
+        if let Contents::Hash(hasher) = &mut self.contents {
+            sha2::Digest::update(&mut **hasher, &self.headers[self.hashed_upto..]);
+            self.hashed_upto = self.headers.len();
+        }
     }
 
     fn file(&mut self, entry: &Entry, expected: &FileIdentity) -> Result<()> {
@@ -231,7 +253,7 @@ impl Encoder<'_> {
         }
         // Handing the file over saves copying it; worth it only for files
         // large enough to be mapped.
-        let hand_over = matches!(self.contents, Contents::Verify(_))
+        let hand_over = matches!(self.contents, Contents::Verify(_) | Contents::Hash(_))
             && size > filedata::READ_LIMIT
             && self.out.takes_files();
         let sum = if size <= filedata::READ_LIMIT {
@@ -257,6 +279,8 @@ impl Encoder<'_> {
                     return Err(changed("its contents changed".into()));
                 }
             }
+            // The layer's digest, compared at its end, covers the file.
+            Contents::Hash(_) => {}
         }
         if hand_over {
             self.flush_headers()?;
@@ -296,15 +320,21 @@ impl Encoder<'_> {
     fn small_file(&mut self, file: &File, size: u64) -> std::result::Result<u64, ContentError> {
         let size = size as usize;
         if self.headers.len() + size > GATHER {
+            self.hash_pending();
             self.out
                 .write_owned(&mut self.headers)
                 .map_err(ContentError::Sink)?;
+            self.hashed_upto = 0;
         }
         let start = self.headers.len();
         self.headers.resize(start + size, 0);
         if let Err(e) = file.read_exact_at(&mut self.headers[start..], 0) {
             self.headers.truncate(start);
             return Err(ContentError::Read(e));
+        }
+        if matches!(self.contents, Contents::Hash(_)) {
+            // Hashed with the gather buffer; no checksum to keep.
+            return Ok(0);
         }
         Ok(xxhash_rust::xxh3::xxh3_64(&self.headers[start..]))
     }
@@ -323,10 +353,14 @@ impl Encoder<'_> {
         let mut changed_file: Option<Error> = None;
         let mut sink_error: Option<io::Error> = None;
         let mut checksum = xxhash_rust::xxh3::Xxh3::new();
+        // What precedes the file's bytes in the stream is hashed first.
+        self.hash_pending();
         let Encoder {
             out,
             headers,
             scratch,
+            contents,
+            hashed_upto,
             ..
         } = self;
         let result = filedata::for_each_chunk(
@@ -340,13 +374,18 @@ impl Encoder<'_> {
                 })
             },
             &mut |chunk| {
-                checksum.update(chunk);
+                match contents {
+                    Contents::Hash(hasher) => sha2::Digest::update(&mut **hasher, chunk),
+                    _ => checksum.update(chunk),
+                }
                 if !write {
                     return Ok(());
                 }
                 let mut write = || -> io::Result<()> {
                     if !headers.is_empty() {
+                        // Hashed before the loop.
                         out.write_owned(headers)?;
+                        *hashed_upto = 0;
                     }
                     out.write_all(chunk)
                 };
@@ -479,6 +518,67 @@ mod tests {
         assert!(
             drain.join().unwrap() == expected,
             "the pipe got other bytes"
+        );
+    }
+
+    /// With `Contents::Hash`, the hasher sees the layer's bytes in order,
+    /// those of large files handed to a relay into a pipe included.
+    #[test]
+    fn hash_mode_hashes_the_layer_including_handed_over_files() {
+        use sha2::Digest as _;
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let p = store.join("abc-mixed");
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::write(p.join("a-small"), b"before").unwrap();
+        let big: Vec<u8> = (0..2 * filedata::READ_LIMIT as usize + 9)
+            .map(|i| (i % 241) as u8)
+            .collect();
+        std::fs::write(p.join("b-big"), &big).unwrap();
+        std::fs::write(p.join("c-small"), b"after").unwrap();
+        let paths = vec![p.to_str().unwrap().to_owned()];
+        let entries = walk::walk_paths(&paths).unwrap();
+        let parents = walk::store_parents(store.to_str().unwrap());
+        let mut expected = Vec::new();
+        encode(
+            &parents,
+            &entries,
+            &stamp(),
+            Contents::Record(&mut Vec::new()),
+            &mut expected,
+        )
+        .unwrap();
+
+        let (mut reader, writer) = os_pipe::pipe().unwrap();
+        let direct = crate::tar::relay::DirectOutput::new(writer.try_clone().unwrap().into())
+            .unwrap()
+            .unwrap();
+        let drain = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            reader.read_to_end(&mut all).unwrap();
+            all
+        });
+        let mut out = std::io::BufWriter::new(writer);
+        let mut hasher = sha2::Sha256::new();
+        let (_, spliced) = crate::tar::relay::relay_direct(&mut out, Some(&direct), |w| {
+            encode(&parents, &entries, &stamp(), Contents::Hash(&mut hasher), w)
+        })
+        .unwrap();
+        out.flush().unwrap();
+        drop((out, direct));
+        assert_eq!(
+            spliced,
+            big.len() as u64,
+            "the large file was not handed over"
+        );
+        assert!(
+            drain.join().unwrap() == expected,
+            "the pipe got other bytes"
+        );
+        assert_eq!(
+            hasher.finalize().as_slice(),
+            sha2::Sha256::digest(&expected).as_slice()
         );
     }
 

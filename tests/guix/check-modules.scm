@@ -207,7 +207,8 @@
                          header)))
   (check-example "pack.scm header" (string-join code "\n")))
 
-;; The README's Scheme blocks that make layered images.
+;; The README's Scheme blocks that make layered images (of one platform or
+;; several).
 (let loop ((lines (read-lines (string-append checkout "/README.md")))
            (block #f)
            (found 0))
@@ -221,7 +222,7 @@
        (loop rest '() found))
       ((and block (string=? (string-trim-both line) "```"))
        (let ((text (string-join (reverse block) "\n")))
-         (if (string-contains text "layered-docker-image")
+         (if (string-contains text "layered-")
              (begin
                (check-example (format #f "README.md example ~a" (+ found 1))
                               text)

@@ -10,7 +10,8 @@
 ;;; gzip, zstd, builds (images of the module, see build-image),
 ;;; command-builds (images by guix docker-layered's options, see
 ;;; build-command-image), result (a file for the results, JSON) and,
-;;; optionally, hints (a hints file).
+;;; optionally, hints (a hints file) and multi-builds (multi-platform
+;;; images, see build-multi-platform-image).
 ;;;
 ;;; It evaluates guix.scm and reports the package; runs the build phases
 ;;; the package adds, after the real cargo-build-system's configure; then
@@ -327,6 +328,33 @@
 (define images
   (map build-image (arg 'builds)))
 
+;; Multi-platform images: MULTI-BUILDS is a list of (NAME (SYSTEM ...)
+;; KEYWORD-ARGUMENTS...).  The profile's spec is made once per system, each
+;; with that #:system (this daemon builds for its own system only, and the
+;; test profile holds no compiled code), then one multi-platform image of
+;; them all.
+(define (build-multi-platform-image spec)
+  (match spec
+    ((name systems . keywords)
+     (let* ((specs (map (lambda (system)
+                          (layered-image-spec (string-append name "-" system)
+                                              the-profile
+                                              #:tool tool
+                                              #:guile guile-drv
+                                              #:max-layers 4
+                                              #:entry-point "bin/app"
+                                              #:system system))
+                        systems))
+            (image (apply multi-platform-layered-image name specs
+                          #:tool tool
+                          #:guile guile-drv
+                          keywords))
+            (drv (parameterize ((%guile-for-build guile-drv))
+                   (run-with-store store (lower-object image)))))
+       (build-derivations store (list drv))
+       `(("name" . ,name)
+         ("output" . ,(derivation->output-path drv)))))))
+
 (define (store-items)
   ;; The profile's closure, as the daemon knows it.
   (requisites store (list profile-item)))
@@ -339,6 +367,11 @@
        ("profile" . ,profile-item)
        ("closure" . ,(list->vector (store-items)))
        ("images" . ,(list->vector images))
+       ("multi_platform_images"
+        . ,(list->vector (map build-multi-platform-image
+                              (match (assq 'multi-builds args)
+                                ((_ . builds) builds)
+                                (#f '())))))
        ("command_images"
         . ,(list->vector (map build-command-image
                               (match (assq 'command-builds args)

@@ -97,6 +97,18 @@
        '("x86_64-linux" "aarch64-linux" "i686-linux" "armhf-linux"
          "powerpc64le-linux" "riscv64-linux")))
 
+(test-equal "variants"
+  '("v8" #f "v7" "v7" #f)
+  (map system->docker-variant
+       '("aarch64-linux" "x86_64-linux" "armhf-linux" "arm-linux-gnueabihf"
+         "riscv64-linux")))
+
+(test-assert "a variant is in the spec, after the architecture"
+  (string-contains
+   (json->string (docker-spec #:store-layers "[]" #:architecture "arm64"
+                              #:variant "v8" #:repo-tag "app:latest"))
+   "\"architecture\": \"arm64\", \"variant\": \"v8\", \"os\""))
+
 (test-equal "the spec"
   (string-append
    "{\"store_layers\": [[\"/gnu/store/bbbb-lib\"]], \"store_dir\": \"/gnu/store\", "

@@ -172,6 +172,19 @@ in
   # The streaming script (`./result | docker load`).
   stream = core.streamLayeredImage common;
 
+  # The same, with a `digest` derivation per store layer and the records
+  # in conf.json (store_layer_digests).
+  digested = core.streamLayeredImage (
+    common
+    // {
+      layerDigests = true;
+      layerDigestCompressions = [
+        "gzip"
+        "zstd:3"
+      ];
+    }
+  );
+
   # The same image, written into the store.
   image = core.buildLayeredImage (common // { compressor = "none"; });
   imageGz = core.buildLayeredImage (common // { compressor = "gz"; });
