@@ -738,3 +738,48 @@ fn containerd_image_store_gets_the_full_archive() {
         "the engine got the full archive"
     );
 }
+
+/// With `store_layer_digests`, the layers the engine has are not read: the
+/// load skips them by their records and gives the same image.
+#[test]
+fn thin_load_with_layer_records() {
+    let test = "thin_load_with_layer_records";
+    if !require_docker(test) {
+        return;
+    }
+    let Some(root) = fixture_root(test) else {
+        return;
+    };
+    let dir = scratch(test);
+    let p = pair(root, dir.path(), 10);
+    let _a = LoadedImage {
+        client: "docker",
+        reference: p.tag_a.clone(),
+    };
+    let _b = LoadedImage {
+        client: "docker",
+        reference: p.tag_b.clone(),
+    };
+    let full = dir.path().join("b.tar");
+    tool_ok(root, &p.b, &["-o", full.to_str().unwrap()], &[]);
+    let mut cmd = fixtures::store_namespace_command(root, TOOL);
+    cmd.arg("digest").arg(&p.b);
+    let records: Value = serde_json::from_slice(&run(&mut cmd).stdout).expect("records");
+    let mut spec: Value = serde_json::from_slice(&fs::read(&p.b).unwrap()).unwrap();
+    spec["store_layer_digests"] = records;
+    let with_records = dir.path().join("b-records.json");
+    fs::write(&with_records, serde_json::to_vec(&spec).unwrap()).unwrap();
+
+    tool_ok(root, &p.a, &["--load"], &[]);
+    let stderr = tool_ok(root, &with_records, &["--load"], &[]);
+    assert_eq!(skipped_layers(&stderr), ["1/4", "2/4"], "{stderr}");
+    assert!(
+        !stderr.contains("hashing layer 1/4") && !stderr.contains("hashing layer 2/4"),
+        "recorded layers are not hashed:\n{stderr}"
+    );
+    assert_eq!(
+        image_id("docker", &p.tag_b),
+        Archive::read(&full).image_id()
+    );
+    runs(&p.tag_b);
+}
