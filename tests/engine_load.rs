@@ -783,3 +783,109 @@ fn thin_load_with_layer_records() {
     );
     runs(&p.tag_b);
 }
+
+/// A store file that changes while a `--load` streams it stops the run,
+/// and the engine, whose body is cut short, loads nothing. A socket in
+/// front of the engine's passes the first MiB of the load on, then holds
+/// the rest until the file has changed, so the change falls while the
+/// tool is writing the file, whatever the timing.
+#[test]
+fn a_file_changed_during_a_load_loads_nothing() {
+    use std::sync::mpsc;
+    let test = "a_file_changed_during_a_load_loads_nothing";
+    if !require_docker(test) {
+        return;
+    }
+    if !Path::new("/var/run/docker.sock").exists() {
+        unavailable(test, "the engine is not at /var/run/docker.sock");
+        return;
+    }
+    let dir = scratch(test);
+    let store = dir.path().join("store");
+    let big = store.join("dddd-big");
+    fs::create_dir_all(&big).unwrap();
+    let block: Vec<u8> = (0..(1u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    let blob = big.join("blob");
+    fs::write(&blob, block.repeat(16)).unwrap();
+    let tag = format!("{}:1", clients::unique_name("changed"));
+    let spec = dir.path().join("spec.json");
+    fs::write(
+        &spec,
+        serde_json::json!({
+            "architecture": "amd64", "config": {}, "created": "1970-01-01T00:00:01Z",
+            "store_dir": store, "store_layers": [[big]], "repo_tag": tag,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let whole = dir.path().join("whole.tar");
+    let out = clients::output_within(
+        Command::new(TOOL).arg(&spec).args(["-q", "-o"]).arg(&whole),
+        std::time::Duration::from_secs(60),
+    );
+    assert!(out.status.success());
+    let id = Archive::read(&whole).image_id();
+    let _cleanup = LoadedImage {
+        client: "docker",
+        reference: id.clone(),
+    };
+
+    let socket = dir.path().join("proxy.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let (held_tx, held_rx) = mpsc::channel::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let (held_tx, go_rx) = (held_tx, go_rx);
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            let mut engine = UnixStream::connect("/var/run/docker.sock").unwrap();
+            let mut first = [0u8; 32];
+            let n = client.read(&mut first).unwrap();
+            engine.write_all(&first[..n]).unwrap();
+            let load = first.starts_with(b"POST /images/load");
+            let mut back = engine.try_clone().unwrap();
+            let mut front = client.try_clone().unwrap();
+            let answer = std::thread::spawn(move || {
+                let _ = std::io::copy(&mut back, &mut front);
+                let _ = front.shutdown(std::net::Shutdown::Both);
+            });
+            if load {
+                let mut passed = (&mut client).take(1 << 20);
+                std::io::copy(&mut passed, &mut engine).unwrap();
+                held_tx.send(()).unwrap();
+                go_rx.recv().unwrap();
+            }
+            let _ = std::io::copy(&mut client, &mut engine);
+            let _ = engine.shutdown(std::net::Shutdown::Write);
+            let _ = answer.join();
+        }
+    });
+    let mut cmd = Command::new(TOOL);
+    cmd.arg(&spec)
+        .args(["--progress", "plain", "--load"])
+        .env("DOCKER_HOST", format!("unix://{}", socket.display()));
+    let child = std::thread::spawn(move || {
+        clients::output_within(&mut cmd, std::time::Duration::from_secs(120))
+    });
+    held_rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the load began");
+    // The same size, other bytes, near the end: not yet read for the load.
+    let mut changed = block.repeat(16);
+    changed[15 << 20] ^= 0xff;
+    fs::write(&blob, changed).unwrap();
+    go_tx.send(()).unwrap();
+    let out = child.join().unwrap();
+    let line = one_line_error(&out);
+    assert!(
+        line.contains("changed while the image was being written"),
+        "{line}"
+    );
+    let loaded = Command::new("docker")
+        .args(["image", "inspect", &id])
+        .output()
+        .unwrap();
+    assert!(!loaded.status.success(), "the engine loaded the image");
+}
