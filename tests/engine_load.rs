@@ -154,6 +154,15 @@ fn image_id(client: &str, reference: &str) -> String {
         .to_owned()
 }
 
+/// The engine's socket, as the tool finds it: `DOCKER_HOST`'s `unix://`
+/// path, or the default one.
+fn engine_socket() -> PathBuf {
+    match std::env::var("DOCKER_HOST") {
+        Ok(host) if !host.is_empty() => PathBuf::from(host.strip_prefix("unix://").unwrap_or("")),
+        _ => PathBuf::from("/var/run/docker.sock"),
+    }
+}
+
 fn runs(tag: &str) {
     let said = run_text("docker", ["run", "--rm", "--network=none", tag]);
     assert_eq!(said, "runnable-ok\n", "docker run {tag}");
@@ -284,7 +293,7 @@ fn deleting_proxy(socket: &Path, image: String) {
             if head.starts_with(b"POST /images/load") {
                 let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
             }
-            let Ok(mut engine) = UnixStream::connect("/var/run/docker.sock") else {
+            let Ok(mut engine) = UnixStream::connect(engine_socket()) else {
                 return;
             };
             engine.write_all(&head).unwrap();
@@ -305,8 +314,8 @@ fn refused_thin_archive_falls_back_to_the_full_one() {
     if !require_docker(test) {
         return;
     }
-    if !Path::new("/var/run/docker.sock").exists() {
-        unavailable(test, "the engine is not at /var/run/docker.sock");
+    if !engine_socket().exists() {
+        unavailable(test, "DOCKER_HOST names no unix:// socket that exists");
         return;
     }
     let Some(root) = fixture_root(test) else {
@@ -472,8 +481,10 @@ fn engine_errors_are_not_refusals_to_fall_back_on() {
     let out = tool(root, &p.b, &[&upper[..], &["--load"]].concat(), &[]);
     let line = one_line_error(&out);
     assert!(
-        line.starts_with("--load docker: POST /images/load on /var/run/docker.sock: ")
-            && line.contains("must be lowercase"),
+        line.starts_with(&format!(
+            "--load docker: POST /images/load on {}: ",
+            engine_socket().display()
+        )) && line.contains("must be lowercase"),
         "{line}"
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -796,8 +807,8 @@ fn a_file_changed_during_a_load_loads_nothing() {
     if !require_docker(test) {
         return;
     }
-    if !Path::new("/var/run/docker.sock").exists() {
-        unavailable(test, "the engine is not at /var/run/docker.sock");
+    if !engine_socket().exists() {
+        unavailable(test, "DOCKER_HOST names no unix:// socket that exists");
         return;
     }
     let dir = scratch(test);
@@ -840,7 +851,7 @@ fn a_file_changed_during_a_load_loads_nothing() {
         let (held_tx, go_rx) = (held_tx, go_rx);
         for client in listener.incoming() {
             let Ok(mut client) = client else { return };
-            let mut engine = UnixStream::connect("/var/run/docker.sock").unwrap();
+            let mut engine = UnixStream::connect(engine_socket()).unwrap();
             let mut first = [0u8; 32];
             let n = client.read(&mut first).unwrap();
             engine.write_all(&first[..n]).unwrap();
