@@ -527,6 +527,31 @@ fn podman_load_gets_the_full_archive() {
         "podman's image ID"
     );
 
+    // A podman that refuses the archive (a stand-in that reads nothing and
+    // fails): its last line of stderr, not a closed pipe taken for success.
+    let fake = dir.path().join("bin");
+    fs::create_dir_all(&fake).unwrap();
+    let script = fake.join("podman");
+    fs::write(
+        &script,
+        "#!/bin/sh\necho 'Getting image source signatures' >&2\necho 'Error: payload does not match any of the supported image formats' >&2\nexit 125\n",
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let out = tool(
+        root,
+        &p.b,
+        &["--load", "podman"],
+        &[("PATH", fake.to_str().unwrap())],
+    );
+    assert_eq!(
+        one_line_error(&out),
+        "--load podman: podman load: exit status: 125: Error: payload does not match any of the supported image formats"
+    );
+
     // Without podman: one line naming the command.
     let out = tool(
         root,
