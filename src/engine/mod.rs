@@ -85,7 +85,7 @@ impl Docker {
     fn connect_error(&self, call: &str, e: io::Error) -> Error {
         let hint = match e.kind() {
             io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
-                "; is the Docker engine running? (DOCKER_HOST names another socket)"
+                "; is the Docker engine running? (DOCKER_HOST=unix:///path names another socket)"
             }
             io::ErrorKind::PermissionDenied => {
                 "; the socket needs root or membership of its group (usually docker)"
