@@ -40,12 +40,23 @@
 //! package that changed often makes every layer whose closure holds it
 //! dear to make big, so it and the paths above it are kept out of big
 //! layers, and the paths that change together (those above the same
-//! often-changing package) end up together. The rate of a package changed
-//! `c` times is estimated as `(c + k) / k` relative to one never seen to
-//! change, `k` the shape of a Gamma prior fitted to how often packages
-//! changed more than once ([`Hints::shape`]). When the counts look like
-//! every package changes about as often (few repeats), the hints change
-//! nothing: learning from noise would only make the layering worse.
+//! often-changing package) end up together.
+//!
+//! The rate is estimated in two steps. Packages are first put in classes
+//! by what `images` says of them: the images' own root packages, and the
+//! others by how many images they are in (1, 2–3, 4–7, …); a class's mean
+//! rate is its changes per package, pulled towards the overall mean by
+//! 3 changes (`CLASS_PRIOR`). What many images share and rarely changed is
+//! so expected to keep changing rarely, even where its own count (like
+//! most counts, after a few dozen builds) is 0, and stays in big stable
+//! layers; an image's own top, which changed more, weighs more. Then a
+//! package of class mean `m` changed `c` times has the Gamma-Poisson
+//! rate `(c + k) / (k/m + 1)`, `k` the shape of a Gamma prior fitted to
+//! how often packages changed more than once ([`Hints::shape`]); with
+//! every class at the overall mean this is `(c + k)/k` relative to a
+//! package never seen to change. When the counts look like every package
+//! changes about as often (few repeats), the hints change nothing:
+//! learning from noise would only make the layering worse.
 //!
 //! # Format
 //!
@@ -66,6 +77,9 @@
 //!
 //! Learning is linear in the paths and references of the graphs; the file
 //! holds a few dozen bytes per package name, whatever the number of graphs.
+//! The weights take one pass over the packages (the class means) and one
+//! lookup per path of the graph laid out; the layering with them costs
+//! what it costs without (see [`super::default`]).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -82,6 +96,13 @@ pub const VERSION: u64 = 1;
 const FIELDS: [&str; 4] = ["changes", "seen", "images", "last"];
 /// Fixed-point scale of the weights given to the layering.
 const SCALE: f64 = 1024.0;
+/// How many changes at the overall mean rate each class of packages (see
+/// [`Hints::weights`]) is assumed to have made before the counts, so that
+/// a class of few packages or few changes keeps close to the overall mean.
+const CLASS_PRIOR: f64 = 3.0;
+/// Classes of packages by how many images they are in: one, 2–3, 4–7, …,
+/// 64 or more; plus the images' own root packages.
+const IMAGE_CLASSES: usize = 8;
 
 /// What is known of one package name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -300,11 +321,22 @@ impl Hints {
     /// The change weight of every path of `graph` (indexed like its nodes,
     /// in fixed point), and how many of its package names the hints know.
     ///
-    /// A package changed `c` times weighs `(c + k) / k` (the Gamma-Poisson
-    /// estimate of its rate, relative to a package that never changed, `k`
-    /// from [`Hints::shape`]); one the hints do not know weighs as the
-    /// average package. Without evidence of different rates every path
-    /// weighs the same, which is the layering without hints.
+    /// A package's rate is estimated in two steps (empirical Bayes). First
+    /// its class's mean: packages are classed by what `images` says of
+    /// them, an image's own root package (the image is named by it) apart
+    /// and the others by how many images they are in (1, 2–3, 4–7, …), so
+    /// that what is shared by many images, which changed rarely, is
+    /// expected to keep changing rarely, even for a package whose own
+    /// count is 0 like most; a class's mean is its changes per package,
+    /// with `CLASS_PRIOR` (3) changes at the overall mean added. Then, with
+    /// the shape `k` of [`Hints::shape`], a package of class mean `m`
+    /// changed `c` times has the Gamma-Poisson rate `(c + k)/(k/m + 1)`,
+    /// given relative to a package of the overall mean `m̄` that never
+    /// changed, `k/(k/m̄ + 1)`. With every class at the overall mean this
+    /// is `(c + k)/k`. A package the hints do not know weighs as one that
+    /// changed `m̄` times at the overall mean. Without evidence of
+    /// different rates every path weighs the same, which is the layering
+    /// without hints.
     pub fn weights(&self, graph: &Graph) -> (Vec<u64>, usize) {
         let shape = self.shape();
         let n = self.packages.len().max(1) as f64;
@@ -314,20 +346,54 @@ impl Hints {
             .map(|p| p.changes as f64)
             .sum::<f64>()
             / n;
+        let class_of = |name: &str, p: &Package| -> usize {
+            if self
+                .images
+                .binary_search_by(|i| i.as_str().cmp(name))
+                .is_ok()
+            {
+                0
+            } else {
+                let images = p.images.len().max(1);
+                (usize::BITS - images.leading_zeros()) as usize
+            }
+            .min(IMAGE_CLASSES - 1)
+        };
+        let mut totals = [(0.0f64, 0.0f64); IMAGE_CLASSES];
+        for (name, p) in &self.packages {
+            let t = &mut totals[class_of(name, p)];
+            t.0 += p.changes as f64;
+            t.1 += 1.0;
+        }
+        let class_mean: Vec<f64> = totals
+            .iter()
+            .map(|&(changes, count)| {
+                if mean > 0.0 {
+                    (changes + CLASS_PRIOR) / (count + CLASS_PRIOR / mean)
+                } else {
+                    mean
+                }
+            })
+            .collect();
         let mut known = 0;
         let weights = graph
             .nodes()
             .iter()
             .map(|node| {
-                let changes = match self.packages.get(&package_key(&node.path).0) {
+                let key = package_key(&node.path).0;
+                let (changes, m) = match self.packages.get(&key) {
                     Some(p) => {
                         known += 1;
-                        p.changes as f64
+                        (p.changes as f64, class_mean[class_of(&key, p)])
                     }
-                    None => mean,
+                    None => (mean, mean),
                 };
                 match shape {
-                    Some(k) => (((changes + k) / k) * SCALE).round().min(1e15) as u64,
+                    Some(k) => {
+                        let rate = (changes + k) / (k / m + 1.0);
+                        let base = k / (k / mean + 1.0);
+                        ((rate / base) * SCALE).round().clamp(1.0, 1e15) as u64
+                    }
                     None => SCALE as u64,
                 }
             })
@@ -537,6 +603,95 @@ fn kind(v: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn package(changes: u64, images: &[usize]) -> Package {
+        Package {
+            changes,
+            seen: 12,
+            images: images.to_vec(),
+            last: [0; 3],
+        }
+    }
+
+    fn graph_of(names: &[&str]) -> Graph {
+        let raw = names
+            .iter()
+            .map(|n| crate::layering::graph::RawNode {
+                path: format!("/nix/store/{:032}-{n}-1.0", n.len()),
+                references: Vec::new(),
+                nar_size: Some(1),
+                nar_hash: None,
+            })
+            .collect();
+        Graph::from_raw(raw, "test").unwrap()
+    }
+
+    /// Two images `x` and `y`: their roots and the libraries of one image
+    /// changed, the twenty libraries both share never did.
+    fn two_images() -> Hints {
+        let mut packages = BTreeMap::new();
+        packages.insert("x".to_string(), package(6, &[0]));
+        packages.insert("y".to_string(), package(6, &[1]));
+        for i in 0..20 {
+            packages.insert(format!("shared{i}"), package(0, &[0, 1]));
+        }
+        for (i, c) in [3, 3, 2, 0, 0, 0, 0, 0, 0, 0].into_iter().enumerate() {
+            packages.insert(format!("own{i}"), package(c, &[i % 2]));
+        }
+        Hints {
+            graphs: 12,
+            images: vec!["x".to_string(), "y".to_string()],
+            packages,
+        }
+    }
+
+    #[test]
+    fn packages_shared_by_more_images_weigh_as_their_class_changed() {
+        let hints = two_images();
+        let k = hints.shape().expect("evidence of different rates");
+        let graph = graph_of(&["shared0", "own3", "own0", "x"]);
+        let (w, known) = hints.weights(&graph);
+        assert_eq!(known, 4);
+        let at = |name: &str| {
+            let i = graph
+                .nodes()
+                .iter()
+                .position(|n| n.path.ends_with(&format!("-{name}-1.0")))
+                .unwrap();
+            w[i]
+        };
+        // Never changed either, but the libraries of one image did and the
+        // shared ones did not: the shared library weighs less.
+        assert!(at("shared0") < at("own3"), "{w:?}");
+        assert!(at("shared0") < SCALE as u64, "{w:?}");
+        // Within a class, more changes weigh more.
+        assert!(at("own3") < at("own0"), "{w:?}");
+        assert!(at("own0") < at("x"), "{w:?}");
+        // One class (one image, named by none of them): the class mean is
+        // the overall mean, and the weights are those without classes,
+        // (c + k)/k.
+        let mut flat = hints.clone();
+        for p in flat.packages.values_mut() {
+            p.images = vec![0];
+        }
+        flat.images = vec!["z".to_string()];
+        assert_eq!(flat.shape(), Some(k));
+        let (w, _) = flat.weights(&graph);
+        for (i, c) in [(0usize, 0.0), (1, 0.0), (2, 3.0), (3, 6.0)] {
+            let want = ((c + k) / k * SCALE).round();
+            let name = ["shared0", "own3", "own0", "x"][i];
+            let j = graph
+                .nodes()
+                .iter()
+                .position(|n| n.path.ends_with(&format!("-{name}-1.0")))
+                .unwrap();
+            assert!(
+                (w[j] as f64 - want).abs() <= 1.0,
+                "{name}: {} vs {want}",
+                w[j]
+            );
+        }
+    }
 
     #[test]
     fn package_names_drop_hash_and_version() {

@@ -30,7 +30,8 @@
 //!   by how often it will have to be pulled again.
 //!
 //! `default` optionally takes layering [`hints`]: how often each package
-//! changed in earlier builds, learned from their graphs.
+//! changed in earlier builds and in how many images it was, learned from
+//! their graphs.
 //!
 //! The first four reproduce their anchors exactly (golden tests compare
 //! with outputs of the nixpkgs scripts); the fifth is measured against them
