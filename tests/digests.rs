@@ -313,6 +313,15 @@ fn make_stale(s: &Store) {
 
 const STALE: &[&str] = &["layer 2:", "store_layer_digests[1]", "stale"];
 
+/// The names of the members a (possibly cut short) tar stream holds.
+fn member_names(tar: &[u8]) -> Vec<String> {
+    tar::Archive::new(tar)
+        .entries()
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path().unwrap().display().to_string()))
+        .collect()
+}
+
 #[test]
 fn a_stale_record_fails_every_output_without_an_image() {
     let s = Store::new();
@@ -322,11 +331,7 @@ fn a_stale_record_fails_every_output_without_an_image() {
     // stdout: the archive stops before its manifest.
     let out = tool(&[&recorded, &"-q"]);
     assert_one_line_error(&out, STALE);
-    let names: Vec<String> = tar::Archive::new(&out.stdout[..])
-        .entries()
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path().unwrap().display().to_string()))
-        .collect();
+    let names = member_names(&out.stdout);
     assert!(!names.iter().any(|n| n == "manifest.json"), "{names:?}");
     assert!(
         !out.stdout.is_empty(),
@@ -366,11 +371,7 @@ fn a_stale_record_fails_every_output_without_an_image() {
         &"gzip",
     ]);
     assert_one_line_error(&out, STALE);
-    let names: Vec<String> = tar::Archive::new(&out.stdout[..])
-        .entries()
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path().unwrap().display().to_string()))
-        .collect();
+    let names = member_names(&out.stdout);
     assert!(!names.iter().any(|n| n == "index.json"), "{names:?}");
 }
 
@@ -415,13 +416,12 @@ fn a_record_with_a_wrong_blob_fails_oci_outputs_and_pushes() {
     // The docker-archive has no blobs: it is whole, and checked.
     assert_ok(&tool(&[&spec, &"-q", &"-o", &target]));
 
-    if !clients::require(
+    let Some(registry) = LoggingRegistry::start_for(
         "a_record_with_a_wrong_blob_fails_oci_outputs_and_pushes",
         &["docker-registry", "python3"],
-    ) {
+    ) else {
         return;
-    }
-    let registry = LoggingRegistry::start();
+    };
     let (out, _) = push_counted(&spec, &registry.target("digests:1"), s.dir.path());
     assert_one_line_error(&out, &["layer 3/3", &wrong[7..], "store_layer_digests"]);
     assert!(
@@ -597,6 +597,11 @@ impl LoggingRegistry {
         registry
     }
 
+    /// A registry for `test`, if it has `needs` (the registry among them).
+    fn start_for(test: &str, needs: &[&str]) -> Option<LoggingRegistry> {
+        clients::require(test, needs).then(LoggingRegistry::start)
+    }
+
     fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
@@ -699,13 +704,12 @@ fn pushed_manifest(out: &Output) -> String {
 
 #[test]
 fn an_unchanged_repush_with_records_reads_no_store_file() {
-    if !clients::require(
+    let Some(registry) = LoggingRegistry::start_for(
         "an_unchanged_repush_with_records_reads_no_store_file",
         &["docker-registry", "python3", "skopeo"],
-    ) {
+    ) else {
         return;
-    }
-    let registry = LoggingRegistry::start();
+    };
     let s = Store::new();
     let recorded = s.recorded_spec(&["gzip"]);
     let target = registry.target("digests:1");
@@ -783,13 +787,12 @@ fn an_unchanged_repush_with_records_reads_no_store_file() {
 
 #[test]
 fn a_push_where_one_layer_changed_uploads_only_that_layer() {
-    if !clients::require(
+    let Some(registry) = LoggingRegistry::start_for(
         "a_push_where_one_layer_changed_uploads_only_that_layer",
         &["docker-registry", "python3"],
-    ) {
+    ) else {
         return;
-    }
-    let registry = LoggingRegistry::start();
+    };
     let s = Store::new();
     let target = registry.target("digests:1");
     let (first, _) = push_counted(&s.recorded_spec(&["gzip"]), &target, s.dir.path());
@@ -818,13 +821,12 @@ fn a_push_where_one_layer_changed_uploads_only_that_layer() {
 
 #[test]
 fn a_stale_record_fails_a_push_and_leaves_no_tag() {
-    if !clients::require(
+    let Some(registry) = LoggingRegistry::start_for(
         "a_stale_record_fails_a_push_and_leaves_no_tag",
         &["docker-registry", "python3"],
-    ) {
+    ) else {
         return;
-    }
-    let registry = LoggingRegistry::start();
+    };
     let s = Store::new();
     let recorded = s.recorded_spec(&["gzip"]);
     make_stale(&s);

@@ -55,6 +55,14 @@ fn fixture_root(test: &str) -> Option<&'static Path> {
     }
 }
 
+/// The fixture store, for a test that needs the docker engine.
+fn docker_fixture_root(test: &str) -> Option<&'static Path> {
+    if !require_docker(test) {
+        return None;
+    }
+    fixture_root(test)
+}
+
 fn scratch(test: &str) -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix(&format!("{test}-"))
@@ -101,6 +109,16 @@ fn pair(root: &Path, dir: &Path, day: u32) -> Pair {
     let b = dir.join("b.json");
     fs::write(&b, serde_json::to_vec(&spec).unwrap()).unwrap();
     Pair { a, b, tag_a, tag_b }
+}
+
+/// `pair`, whose two tags docker drops when the guards go.
+fn docker_pair(root: &Path, dir: &Path, day: u32) -> (Pair, [LoadedImage; 2]) {
+    let p = pair(root, dir, day);
+    let loaded = [&p.tag_a, &p.tag_b].map(|tag| LoadedImage {
+        client: "docker",
+        reference: tag.clone(),
+    });
+    (p, loaded)
 }
 
 /// The tool on `spec` with `args`, in the store namespace, with progress
@@ -163,6 +181,20 @@ fn engine_socket() -> PathBuf {
     }
 }
 
+/// Whether the engine's socket is there for a proxy to pass requests on to.
+fn require_engine_socket(test: &str) -> bool {
+    if engine_socket().exists() {
+        return true;
+    }
+    unavailable(test, "DOCKER_HOST names no unix:// socket that exists");
+    false
+}
+
+/// Docker's image `tag` is the one in the archive at `full`.
+fn assert_docker_has_the_archives_image(tag: &str, full: &Path) {
+    assert_eq!(image_id("docker", tag), Archive::read(full).image_id());
+}
+
 fn runs(tag: &str) {
     let said = run_text("docker", ["run", "--rm", "--network=none", tag]);
     assert_eq!(said, "runnable-ok\n", "docker run {tag}");
@@ -171,22 +203,11 @@ fn runs(tag: &str) {
 #[test]
 fn thin_load_sends_only_the_missing_layers_and_gives_docker_loads_id() {
     let test = "thin_load_sends_only_the_missing_layers_and_gives_docker_loads_id";
-    if !require_docker(test) {
-        return;
-    }
-    let Some(root) = fixture_root(test) else {
+    let Some(root) = docker_fixture_root(test) else {
         return;
     };
     let dir = scratch(test);
-    let p = pair(root, dir.path(), 1);
-    let _a = LoadedImage {
-        client: "docker",
-        reference: p.tag_a.clone(),
-    };
-    let _b = LoadedImage {
-        client: "docker",
-        reference: p.tag_b.clone(),
-    };
+    let (p, _loaded) = docker_pair(root, dir.path(), 1);
 
     let first = tool_ok(root, &p.a, &["--load"], &[]);
     assert!(
@@ -241,22 +262,11 @@ fn thin_load_sends_only_the_missing_layers_and_gives_docker_loads_id() {
 #[test]
 fn deleted_base_image_means_every_layer_is_sent() {
     let test = "deleted_base_image_means_every_layer_is_sent";
-    if !require_docker(test) {
-        return;
-    }
-    let Some(root) = fixture_root(test) else {
+    let Some(root) = docker_fixture_root(test) else {
         return;
     };
     let dir = scratch(test);
-    let p = pair(root, dir.path(), 2);
-    let _a = LoadedImage {
-        client: "docker",
-        reference: p.tag_a.clone(),
-    };
-    let _b = LoadedImage {
-        client: "docker",
-        reference: p.tag_b.clone(),
-    };
+    let (p, _loaded) = docker_pair(root, dir.path(), 2);
     tool_ok(root, &p.a, &["--load"], &[]);
     run(Command::new("docker").args(["rmi", &p.tag_a]));
     let full = dir.path().join("b.tar");
@@ -267,10 +277,7 @@ fn deleted_base_image_means_every_layer_is_sent() {
     );
     let sent = bytes_sent(&stderr);
     assert_eq!(sent, fs::metadata(&full).unwrap().len(), "the full archive");
-    assert_eq!(
-        image_id("docker", &p.tag_b),
-        Archive::read(&full).image_id()
-    );
+    assert_docker_has_the_archives_image(&p.tag_b, &full);
     runs(&p.tag_b);
 }
 
@@ -311,26 +318,14 @@ fn deleting_proxy(socket: &Path, image: String) {
 #[test]
 fn refused_thin_archive_falls_back_to_the_full_one() {
     let test = "refused_thin_archive_falls_back_to_the_full_one";
-    if !require_docker(test) {
-        return;
-    }
-    if !engine_socket().exists() {
-        unavailable(test, "DOCKER_HOST names no unix:// socket that exists");
+    if !require_docker(test) || !require_engine_socket(test) {
         return;
     }
     let Some(root) = fixture_root(test) else {
         return;
     };
     let dir = scratch(test);
-    let p = pair(root, dir.path(), 3);
-    let _a = LoadedImage {
-        client: "docker",
-        reference: p.tag_a.clone(),
-    };
-    let _b = LoadedImage {
-        client: "docker",
-        reference: p.tag_b.clone(),
-    };
+    let (p, _loaded) = docker_pair(root, dir.path(), 3);
     tool_ok(root, &p.a, &["--load"], &[]);
     let socket = dir.path().join("proxy.sock");
     deleting_proxy(&socket, p.tag_a.clone());
@@ -361,10 +356,7 @@ fn refused_thin_archive_falls_back_to_the_full_one() {
         stderr.contains(&format!("--load docker: Loaded image: {}", p.tag_b)),
         "{stderr}"
     );
-    assert_eq!(
-        image_id("docker", &p.tag_b),
-        Archive::read(&full).image_id()
-    );
+    assert_docker_has_the_archives_image(&p.tag_b, &full);
     let a_left = Command::new("docker")
         .args(["image", "inspect", &p.tag_a])
         .output()
@@ -452,10 +444,7 @@ fn bad_sockets_hosts_and_options_are_one_line_errors() {
 #[test]
 fn engine_errors_are_not_refusals_to_fall_back_on() {
     let test = "engine_errors_are_not_refusals_to_fall_back_on";
-    if !require_docker(test) {
-        return;
-    }
-    let Some(root) = fixture_root(test) else {
+    let Some(root) = docker_fixture_root(test) else {
         return;
     };
     let dir = scratch(test);
@@ -576,15 +565,7 @@ fn load_push_and_an_oci_file_in_one_run() {
         return;
     };
     let dir = scratch(test);
-    let p = pair(root, dir.path(), 7);
-    let _a = LoadedImage {
-        client: "docker",
-        reference: p.tag_a.clone(),
-    };
-    let _b = LoadedImage {
-        client: "docker",
-        reference: p.tag_b.clone(),
-    };
+    let (p, _loaded) = docker_pair(root, dir.path(), 7);
     let alone = dir.path().join("alone.tar");
     tool_ok(root, &p.b, &["-o", alone.to_str().unwrap()], &[]);
     let alone = Archive::read(&alone);
@@ -780,22 +761,11 @@ fn containerd_image_store_gets_the_full_archive() {
 #[test]
 fn thin_load_with_layer_records() {
     let test = "thin_load_with_layer_records";
-    if !require_docker(test) {
-        return;
-    }
-    let Some(root) = fixture_root(test) else {
+    let Some(root) = docker_fixture_root(test) else {
         return;
     };
     let dir = scratch(test);
-    let p = pair(root, dir.path(), 10);
-    let _a = LoadedImage {
-        client: "docker",
-        reference: p.tag_a.clone(),
-    };
-    let _b = LoadedImage {
-        client: "docker",
-        reference: p.tag_b.clone(),
-    };
+    let (p, _loaded) = docker_pair(root, dir.path(), 10);
     let full = dir.path().join("b.tar");
     tool_ok(root, &p.b, &["-o", full.to_str().unwrap()], &[]);
     let mut cmd = fixtures::store_namespace_command(root, TOOL);
@@ -813,10 +783,7 @@ fn thin_load_with_layer_records() {
         !stderr.contains("hashing layer 1/4") && !stderr.contains("hashing layer 2/4"),
         "recorded layers are not hashed:\n{stderr}"
     );
-    assert_eq!(
-        image_id("docker", &p.tag_b),
-        Archive::read(&full).image_id()
-    );
+    assert_docker_has_the_archives_image(&p.tag_b, &full);
     runs(&p.tag_b);
 }
 
@@ -829,11 +796,7 @@ fn thin_load_with_layer_records() {
 fn a_file_changed_during_a_load_loads_nothing() {
     use std::sync::mpsc;
     let test = "a_file_changed_during_a_load_loads_nothing";
-    if !require_docker(test) {
-        return;
-    }
-    if !engine_socket().exists() {
-        unavailable(test, "DOCKER_HOST names no unix:// socket that exists");
+    if !require_docker(test) || !require_engine_socket(test) {
         return;
     }
     let dir = scratch(test);
