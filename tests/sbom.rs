@@ -882,3 +882,61 @@ fn bad_sbom_arguments_are_one_line_errors() {
     .collect();
     refused(&several, "--sbom-out: several specs", &[&image, &sbom]);
 }
+
+#[test]
+fn a_referrers_tag_that_holds_no_index_is_a_clear_error() {
+    if !require("sbom_bad_referrers_tag", &["docker-registry", "skopeo"]) {
+        return;
+    }
+    let registry = Registry::start();
+    let f = Fixture::new();
+    let spec = f.spec("spec.json", json!({}));
+    let target = format!("{}/sbom/app:1.0", registry.host());
+    let push = |extra: &[&str]| {
+        let mut args: Vec<&OsStr> = vec![
+            spec.as_os_str(),
+            "--insecure".as_ref(),
+            "--push".as_ref(),
+            target.as_ref(),
+        ];
+        args.extend(extra.iter().map(OsStr::new));
+        tool(&args)
+    };
+    ok(push(&[]), "push without SBOMs");
+    // The fallback tag of the image's digest, taken by the image itself
+    // (an image manifest, not an index of referrers).
+    let repo = format!("docker://{}/sbom/app", registry.host());
+    let inspected: Value = serde_json::from_slice(
+        &run(Command::new("skopeo").args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("{repo}:1.0"),
+        ]))
+        .stdout,
+    )
+    .unwrap();
+    let tag = inspected["Digest"].as_str().unwrap().replace(':', "-");
+    run(Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        &format!("{repo}:1.0"),
+        &format!("{repo}:{tag}"),
+    ]));
+    let before = raw(&format!("{repo}:{tag}"));
+
+    let out = push(&["--sbom", "spdx"]);
+    let stderr = clients::stderr_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error:")).collect();
+    assert_eq!(errors.len(), 1, "one error line: {stderr}");
+    assert!(
+        errors[0].contains(&format!(
+            "the referrers tag {}/sbom/app:{tag} holds something other than an image index",
+            registry.host()
+        )),
+        "{stderr}"
+    );
+    // What the tag held is left as it was.
+    assert_eq!(raw(&format!("{repo}:{tag}")), before);
+}

@@ -180,6 +180,13 @@ pub fn referrers_index(existing: Option<&[u8]>, added: &[Referrer]) -> Option<Ve
         None => Vec::new(),
         Some(bytes) => {
             let doc: Value = serde_json::from_slice(bytes).ok()?;
+            // An OCI index (its mediaType is optional), not, say, a Docker
+            // manifest list, which also has `manifests`.
+            match doc.get("mediaType") {
+                None => {}
+                Some(t) if t == INDEX_MEDIA_TYPE => {}
+                Some(_) => return None,
+            }
             doc.get("manifests")?.as_array()?.clone()
         }
     };
@@ -283,6 +290,40 @@ pub fn docker_manifest(config: &[u8], layers: &[BlobRef], repo_tag: &str) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_referrers_index_keeps_what_it_listed_and_refuses_other_manifests() {
+        let referrer = |n: u8| Referrer {
+            digest: Sha256Digest([n; 32]),
+            size: u64::from(n),
+            artifact_type: "application/spdx+json".into(),
+        };
+        let digests = |index: &[u8]| -> Vec<String> {
+            let doc: Value = serde_json::from_slice(index).unwrap();
+            assert_eq!(doc["mediaType"], INDEX_MEDIA_TYPE);
+            doc["manifests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["digest"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let first = referrers_index(None, &[referrer(1)]).unwrap();
+        let second = referrers_index(Some(&first), &[referrer(1), referrer(2)]).unwrap();
+        let hex = |n: u8| format!("sha256:{}", Sha256Digest([n; 32]));
+        assert_eq!(digests(&second), [hex(1), hex(2)]);
+        // An index without mediaType is an index still.
+        let bare = br#"{"schemaVersion": 2, "manifests": []}"#;
+        assert_eq!(
+            digests(&referrers_index(Some(bare), &[referrer(3)]).unwrap()),
+            [hex(3)]
+        );
+        let image = br#"{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "layers": []}"#;
+        let list = br#"{"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json", "manifests": []}"#;
+        for other in [&image[..], &list[..], b"not json"] {
+            assert_eq!(referrers_index(Some(other), &[referrer(1)]), None);
+        }
+    }
 
     #[test]
     fn splits_tags() {

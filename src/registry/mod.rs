@@ -702,10 +702,18 @@ impl Registry {
         Ok(resp.header("OCI-Subject").map(str::to_owned))
     }
 
-    /// The manifest under `reference`, or `None` when there is none.
-    pub fn get_manifest(&self, reference: &str, media_type: &str) -> Result<Option<Vec<u8>>> {
+    /// The manifest under `reference`, whatever its kind, or `None` when
+    /// there is none. Every manifest media type is accepted: a registry
+    /// answers 404 for a manifest whose type the request does not accept
+    /// (distribution does so for OCI manifests), which would pass for a
+    /// free tag.
+    pub fn get_manifest(&self, reference: &str) -> Result<Option<Vec<u8>>> {
+        const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+            application/vnd.oci.image.manifest.v1+json, \
+            application/vnd.docker.distribution.manifest.list.v2+json, \
+            application/vnd.docker.distribution.manifest.v2+json";
         let url = self.manifest_url(reference);
-        match self.send("GET", &url, &[("Accept", media_type)], &[]) {
+        match self.send("GET", &url, &[("Accept", ACCEPT)], &[]) {
             Ok(resp) => {
                 let mut bytes = Vec::new();
                 resp.into_reader()

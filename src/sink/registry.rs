@@ -101,7 +101,7 @@ impl RegistrySink {
             return Ok(());
         }
         let tag = oci::referrers_tag(&Sha256Digest::of(manifest));
-        let existing = registry.get_manifest(&tag, oci::INDEX_MEDIA_TYPE)?;
+        let existing = registry.get_manifest(&tag)?;
         let index = oci::referrers_index(existing.as_deref(), &unlisted).ok_or_else(|| {
             crate::Error::Push {
                 registry: registry.target().host.clone(),
