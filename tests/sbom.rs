@@ -643,6 +643,15 @@ fn sboms_are_the_same_bytes_from_the_same_spec_and_the_image_is_unchanged() {
     );
 }
 
+/// skopeo's digest of the manifest under `reference` in the registry, as
+/// hex.
+fn manifest_digest(reference: &str) -> String {
+    let out = run(Command::new("skopeo").args(["inspect", "--tls-verify=false", reference]));
+    let inspected: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let digest = inspected["Digest"].as_str().unwrap();
+    digest.strip_prefix("sha256:").unwrap().to_owned()
+}
+
 /// `skopeo inspect --raw` of `reference` in the registry: the bytes.
 fn raw(reference: &str) -> Vec<u8> {
     run(Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false", reference])).stdout
@@ -683,22 +692,7 @@ fn a_pushed_sbom_is_found_from_the_image_digest_through_the_referrers_tag() {
 
     // From the image digest alone.
     let repo = format!("docker://{}/sbom/app", registry.host());
-    // skopeo's digest of the image manifest.
-    let inspected: Value = serde_json::from_slice(
-        &run(Command::new("skopeo").args([
-            "inspect",
-            "--tls-verify=false",
-            &format!("{repo}:1.0"),
-        ]))
-        .stdout,
-    )
-    .unwrap();
-    let digest = inspected["Digest"]
-        .as_str()
-        .unwrap()
-        .strip_prefix("sha256:")
-        .unwrap()
-        .to_owned();
+    let digest = manifest_digest(&format!("{repo}:1.0"));
     let find = || -> BTreeMap<String, Value> {
         let index: Value =
             serde_json::from_slice(&raw(&format!("{repo}:sha256-{digest}"))).unwrap();
@@ -906,16 +900,7 @@ fn a_referrers_tag_that_holds_no_index_is_a_clear_error() {
     // The fallback tag of the image's digest, taken by the image itself
     // (an image manifest, not an index of referrers).
     let repo = format!("docker://{}/sbom/app", registry.host());
-    let inspected: Value = serde_json::from_slice(
-        &run(Command::new("skopeo").args([
-            "inspect",
-            "--tls-verify=false",
-            &format!("{repo}:1.0"),
-        ]))
-        .stdout,
-    )
-    .unwrap();
-    let tag = inspected["Digest"].as_str().unwrap().replace(':', "-");
+    let tag = format!("sha256-{}", manifest_digest(&format!("{repo}:1.0")));
     run(Command::new("skopeo").args([
         "copy",
         "--src-tls-verify=false",

@@ -464,12 +464,39 @@ mod tests {
         assert_eq!(seen[seen.len() - 2].1, big);
     }
 
+    /// Encodes the layer of `entries` through a relay into a pipe, as a
+    /// stream into a pipe does: what `encode` counted, the bytes handed
+    /// over to the pipe rather than copied, and what the pipe got.
+    fn relay_into_pipe(
+        parents: &[String],
+        entries: &[Entry],
+        contents: Contents<'_>,
+    ) -> (u64, u64, Vec<u8>) {
+        use std::io::Read;
+        let (mut reader, writer) = os_pipe::pipe().unwrap();
+        let direct = crate::tar::relay::DirectOutput::new(writer.try_clone().unwrap().into())
+            .unwrap()
+            .unwrap();
+        let drain = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            reader.read_to_end(&mut all).unwrap();
+            all
+        });
+        let mut out = std::io::BufWriter::new(writer);
+        let (n, spliced) = crate::tar::relay::relay_direct(&mut out, Some(&direct), |w| {
+            encode(parents, entries, &stamp(), contents, w)
+        })
+        .unwrap();
+        out.flush().unwrap();
+        drop((out, direct));
+        (n, spliced, drain.join().unwrap())
+    }
+
     /// Regression: with a blanket `LayerSink` impl for `&mut W`, the
     /// encoder's calls resolved to the reference's defaults, so a relay into
     /// a pipe never got a file handed over and every byte was copied.
     #[test]
     fn large_files_are_handed_to_a_relay_into_a_pipe() {
-        use std::io::Read;
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store");
         let p = store.join("abc-big");
@@ -493,32 +520,14 @@ mod tests {
         )
         .unwrap();
 
-        let (mut reader, writer) = os_pipe::pipe().unwrap();
-        let direct = crate::tar::relay::DirectOutput::new(writer.try_clone().unwrap().into())
-            .unwrap()
-            .unwrap();
-        let drain = std::thread::spawn(move || {
-            let mut all = Vec::new();
-            reader.read_to_end(&mut all).unwrap();
-            all
-        });
-        let mut out = std::io::BufWriter::new(writer);
-        let (n, spliced) = crate::tar::relay::relay_direct(&mut out, Some(&direct), |w| {
-            encode(&parents, &entries, &stamp(), Contents::Verify(&sums), w)
-        })
-        .unwrap();
-        out.flush().unwrap();
-        drop((out, direct));
+        let (n, spliced, piped) = relay_into_pipe(&parents, &entries, Contents::Verify(&sums));
         assert_eq!(
             spliced,
             big.len() as u64,
             "the large file was not handed over"
         );
         assert_eq!(n as usize, expected.len());
-        assert!(
-            drain.join().unwrap() == expected,
-            "the pipe got other bytes"
-        );
+        assert!(piped == expected, "the pipe got other bytes");
     }
 
     /// With `Contents::Hash`, the hasher sees the layer's bytes in order,
@@ -526,7 +535,6 @@ mod tests {
     #[test]
     fn hash_mode_hashes_the_layer_including_handed_over_files() {
         use sha2::Digest as _;
-        use std::io::Read;
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store");
         let p = store.join("abc-mixed");
@@ -550,32 +558,14 @@ mod tests {
         )
         .unwrap();
 
-        let (mut reader, writer) = os_pipe::pipe().unwrap();
-        let direct = crate::tar::relay::DirectOutput::new(writer.try_clone().unwrap().into())
-            .unwrap()
-            .unwrap();
-        let drain = std::thread::spawn(move || {
-            let mut all = Vec::new();
-            reader.read_to_end(&mut all).unwrap();
-            all
-        });
-        let mut out = std::io::BufWriter::new(writer);
         let mut hasher = sha2::Sha256::new();
-        let (_, spliced) = crate::tar::relay::relay_direct(&mut out, Some(&direct), |w| {
-            encode(&parents, &entries, &stamp(), Contents::Hash(&mut hasher), w)
-        })
-        .unwrap();
-        out.flush().unwrap();
-        drop((out, direct));
+        let (_, spliced, piped) = relay_into_pipe(&parents, &entries, Contents::Hash(&mut hasher));
         assert_eq!(
             spliced,
             big.len() as u64,
             "the large file was not handed over"
         );
-        assert!(
-            drain.join().unwrap() == expected,
-            "the pipe got other bytes"
-        );
+        assert!(piped == expected, "the pipe got other bytes");
         assert_eq!(
             hasher.finalize().as_slice(),
             sha2::Sha256::digest(&expected).as_slice()
