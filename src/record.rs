@@ -369,32 +369,26 @@ impl layer::LayerSink for Fanout {}
 mod tests {
     use super::*;
 
-    fn stamp() -> Stamp {
-        Stamp {
-            mtime: 1,
-            uid: 0,
-            gid: 0,
-            uname: "root".into(),
-            gname: "root".into(),
-        }
-    }
-
     #[test]
     fn keys_tell_layers_apart() {
         let a = vec!["/nix/store/a-x".to_owned(), "/nix/store/b-y".to_owned()];
         let b = vec!["/nix/store/b-y".to_owned(), "/nix/store/a-x".to_owned()];
-        let key = layer_key("/nix/store", &a, &stamp());
-        assert_eq!(key, layer_key("/nix/store", &a, &stamp()));
-        assert_ne!(key, layer_key("/nix/store", &b, &stamp()), "order counts");
-        assert_ne!(key, layer_key("/gnu/store", &a, &stamp()));
+        let key = layer_key("/nix/store", &a, &Stamp::for_tests());
+        assert_eq!(key, layer_key("/nix/store", &a, &Stamp::for_tests()));
+        assert_ne!(
+            key,
+            layer_key("/nix/store", &b, &Stamp::for_tests()),
+            "order counts"
+        );
+        assert_ne!(key, layer_key("/gnu/store", &a, &Stamp::for_tests()));
         let later = Stamp {
             mtime: 2,
-            ..stamp()
+            ..Stamp::for_tests()
         };
         assert_ne!(key, layer_key("/nix/store", &a, &later));
         // A path cannot pass for two.
         let joined = vec!["/nix/store/a-x\0/nix/store/b-y".to_owned()];
-        assert_ne!(key, layer_key("/nix/store", &joined, &stamp()));
+        assert_ne!(key, layer_key("/nix/store", &joined, &Stamp::for_tests()));
     }
 
     #[test]

@@ -41,6 +41,20 @@ pub struct Stamp {
     pub gname: String,
 }
 
+#[cfg(test)]
+impl Stamp {
+    /// The spec's defaults: every member root's, with mtime 1.
+    pub(crate) fn for_tests() -> Stamp {
+        Stamp {
+            mtime: 1,
+            uid: 0,
+            gid: 0,
+            uname: "root".into(),
+            gname: "root".into(),
+        }
+    }
+}
+
 /// What to do with the per-file content checksums.
 #[derive(Debug)]
 pub enum Contents<'a> {
@@ -411,16 +425,6 @@ mod tests {
     use super::*;
     use crate::tar::walk;
 
-    fn stamp() -> Stamp {
-        Stamp {
-            mtime: 1,
-            uid: 0,
-            gid: 0,
-            uname: "root".into(),
-            gname: "root".into(),
-        }
-    }
-
     /// Regression: a long name (PAX header) right after a file read through
     /// the mapped path was padded relative to the gather buffer, not the
     /// stream, giving a tar whose next header had a bad checksum.
@@ -441,7 +445,7 @@ mod tests {
         encode(
             &parents,
             &entries,
-            &stamp(),
+            &Stamp::for_tests(),
             Contents::Record(&mut Vec::new()),
             &mut out,
         )
@@ -484,7 +488,7 @@ mod tests {
         });
         let mut out = std::io::BufWriter::new(writer);
         let (n, spliced) = crate::tar::relay::relay_direct(&mut out, Some(&direct), |w| {
-            encode(parents, entries, &stamp(), contents, w)
+            encode(parents, entries, &Stamp::for_tests(), contents, w)
         })
         .unwrap();
         out.flush().unwrap();
@@ -514,7 +518,7 @@ mod tests {
         encode(
             &parents,
             &entries,
-            &stamp(),
+            &Stamp::for_tests(),
             Contents::Record(&mut sums),
             &mut expected,
         )
@@ -552,7 +556,7 @@ mod tests {
         encode(
             &parents,
             &entries,
-            &stamp(),
+            &Stamp::for_tests(),
             Contents::Record(&mut Vec::new()),
             &mut expected,
         )
@@ -588,7 +592,7 @@ mod tests {
         let n = encode(
             &parents,
             &entries,
-            &stamp(),
+            &Stamp::for_tests(),
             Contents::Record(&mut sums),
             &mut out,
         )
@@ -598,7 +602,7 @@ mod tests {
         encode(
             &parents,
             &entries,
-            &stamp(),
+            &Stamp::for_tests(),
             Contents::Verify(&sums),
             &mut again,
         )
