@@ -458,8 +458,8 @@ struct Watched {
     during_colours: Vec<Vec<String>>,
     /// The screen after it.
     after: Vec<String>,
-    /// Index in `during` of the first screen after the resize, if one was
-    /// asked for and bars were seen.
+    /// Index in `during` of the first screen after the pane was cleared,
+    /// a while after the resize, if one was asked for and bars were seen.
     resized_at: Option<usize>,
 }
 
@@ -480,6 +480,10 @@ impl Watched {
             .collect()
     }
 }
+
+/// How long after a resize the pane is cleared and its frames judged:
+/// many ticks of the tool, on a loaded machine.
+const RESIZE_SEEN: Duration = Duration::from_millis(1000);
 
 /// Runs the tool with `args` in a 100-column tmux pane, with `env` set
 /// (and `unset` unset) in the pane, and reads the screen while it runs and
@@ -529,6 +533,7 @@ fn watch(
         script_path.to_str().unwrap(),
     ]);
     let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    let mut resized: Option<std::time::Instant> = None;
     let mut watched = Watched {
         during: Vec::new(),
         during_colours: Vec::new(),
@@ -547,9 +552,21 @@ fn watch(
             screen.join("\n")
         );
         let bars = screen.iter().any(|r| r.starts_with("layer "));
-        if let (true, None, Some(width)) = (bars, watched.resized_at, resize_to) {
-            tmux.run(&["resize-window", "-t", "progress", "-x", &width.to_string()]);
-            watched.resized_at = Some(watched.during.len() + 1);
+        match (bars, resized, watched.resized_at, resize_to) {
+            (true, None, _, Some(width)) => {
+                tmux.run(&["resize-window", "-t", "progress", "-x", &width.to_string()]);
+                resized = Some(std::time::Instant::now());
+            }
+            // Until the pane's new size reaches the tool, its frames are
+            // drawn for the old width, and tmux wraps what they leave
+            // behind; that is the terminal's doing and no tool can undo it.
+            // So the pane is cleared once the tool has had time to see the
+            // resize, and what it draws from then on is what is judged.
+            (_, Some(at), None, _) if at.elapsed() >= RESIZE_SEEN => {
+                tmux.run(&["send-keys", "-R", "-t", "progress"]);
+                watched.resized_at = Some(watched.during.len() + 1);
+            }
+            _ => {}
         }
         watched.during.push(screen);
         watched.during_colours.push(tmux.screen(true));
@@ -619,8 +636,12 @@ fn bars_in_tmux_during_a_push_and_the_summary_after() {
         !s.iter()
             .any(|r| r.contains("] pushed") || r.contains("] done:"))
     };
-    let narrow: Vec<&Vec<String>> = during.iter().skip(resized_at + 3).filter(drawing).collect();
-    assert!(!narrow.is_empty(), "no screen after the resize");
+    let narrow: Vec<&Vec<String>> = during.iter().skip(resized_at + 1).filter(drawing).collect();
+    assert!(
+        narrow.iter().any(|s| s.iter().any(|r| is_bar_row(r))),
+        "no bars drawn after the resize:\n{}",
+        Watched::all(&during[resized_at..])
+    );
     for screen in narrow {
         for row in screen.iter().filter(|r| !r.is_empty()) {
             assert!(
