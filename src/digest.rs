@@ -152,6 +152,65 @@ impl<W: Write> Write for CountingWriter<W> {
     }
 }
 
+/// What a single pass over a layer hashes, in stream order: its SHA-256
+/// (the diff_id), its XXH3-128, or both.
+///
+/// `stream-layered-image digest` takes both; a one-pass stream of a layer
+/// whose record holds an XXH3-128 takes only that, which costs a tenth of
+/// a SHA-256 (see the README's "Layer digests" section for why it is
+/// enough to stand for the recorded diff_id).
+#[derive(Default)]
+pub struct LayerHasher {
+    sha256: Option<Sha256>,
+    xxh3: Option<Box<xxhash_rust::xxh3::Xxh3>>,
+}
+
+/// What a [`LayerHasher`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerSums {
+    /// The SHA-256, if it was asked for.
+    pub sha256: Option<Sha256Digest>,
+    /// The XXH3-128, if it was asked for.
+    pub xxh3: Option<u128>,
+}
+
+impl LayerHasher {
+    /// A hasher taking the SHA-256 if `sha256`, the XXH3-128 if `xxh3`.
+    pub fn new(sha256: bool, xxh3: bool) -> Self {
+        LayerHasher {
+            sha256: sha256.then(Sha256::new),
+            xxh3: xxh3.then(|| Box::new(xxhash_rust::xxh3::Xxh3::new())),
+        }
+    }
+
+    /// Hashes the next bytes of the layer.
+    pub fn update(&mut self, bytes: &[u8]) {
+        if let Some(sha256) = &mut self.sha256 {
+            sha256.update(bytes);
+        }
+        if let Some(xxh3) = &mut self.xxh3 {
+            xxh3.update(bytes);
+        }
+    }
+
+    /// The sums of everything hashed.
+    pub fn finish(self) -> LayerSums {
+        LayerSums {
+            sha256: self.sha256.map(|h| Sha256Digest(h.finalize().into())),
+            xxh3: self.xxh3.map(|h| h.digest128()),
+        }
+    }
+}
+
+impl std::fmt::Debug for LayerHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayerHasher")
+            .field("sha256", &self.sha256.is_some())
+            .field("xxh3", &self.xxh3.is_some())
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,5 +229,30 @@ mod tests {
         );
         assert_eq!(Sha256Digest::from_hex(&digest.hex()), Some(digest));
         assert_eq!(Sha256Digest::from_hex("zz"), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// However a layer's bytes are cut into updates, the sums are
+        /// those of the whole.
+        #[test]
+        fn layer_sums_do_not_depend_on_the_cuts(
+            data in proptest::collection::vec(proptest::num::u8::ANY, 0..20_000),
+            cuts in proptest::collection::vec(0usize..20_000, 0..8),
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(data.len())).collect();
+            cuts.sort_unstable();
+            let mut hasher = LayerHasher::new(true, true);
+            let mut at = 0;
+            for cut in cuts.into_iter().chain([data.len()]) {
+                hasher.update(&data[at..cut]);
+                at = cut;
+            }
+            let sums = hasher.finish();
+            proptest::prop_assert_eq!(sums.sha256, Some(Sha256Digest::of(&data)));
+            proptest::prop_assert_eq!(sums.xxh3, Some(xxhash_rust::xxh3::xxh3_128(&data)));
+            let only = LayerHasher::new(false, true);
+            proptest::prop_assert_eq!(only.finish().sha256, None);
+        }
     }
 }

@@ -10,6 +10,14 @@
 //! with the record at the layer's end, and a push asks the registry for the
 //! recorded blob before it reads anything.
 //!
+//! The streams compare the layer's XXH3-128, which the record holds beside
+//! the diff_id, both taken of the same bytes in one pass: it catches any
+//! accidental change as surely as a SHA-256 would, at a tenth of the cost,
+//! which is what lets a one-pass stream keep up with `tar | cat`. Against
+//! a crafted collision it is no defence, and needs none: whoever can write
+//! the store can change it before `digest` runs, and every consumer checks
+//! the SHA-256 digests of what it receives.
+//!
 //! A record also names the layer it was taken of, by its [`layer_key`]: the
 //! hash of everything besides the files' contents that decides the layer's
 //! bytes (the store, the paths in their order, the owner and time stamped
@@ -24,7 +32,7 @@ use rayon::prelude::*;
 use sha2::Digest as _;
 
 use crate::compress::{Compression, Encoder};
-use crate::digest::{HashingWriter, Sha256Digest};
+use crate::digest::{HashingWriter, LayerHasher, Sha256Digest};
 use crate::error::{Error, Result};
 use crate::image::oci::BlobRef;
 use crate::pycompat::json::PyValue;
@@ -35,6 +43,9 @@ use crate::tar::walk;
 /// The spec key that holds the records.
 pub const SPEC_KEY: &str = "store_layer_digests";
 
+/// A record's key for the layer's XXH3-128, 32 lowercase hex digits.
+pub const XXH3_KEY: &str = "xxh3_128";
+
 /// What is known of one store layer before the build.
 #[derive(Debug, Clone)]
 pub struct LayerRecord {
@@ -44,6 +55,10 @@ pub struct LayerRecord {
     pub diff_id: Sha256Digest,
     /// The size of the uncompressed layer tar.
     pub size: u64,
+    /// The XXH3-128 of the uncompressed layer tar: what a one-pass stream
+    /// checks the layer against (records written before it existed lack
+    /// it, and such a layer's SHA-256 is checked instead).
+    pub xxh3: Option<u128>,
     /// The blob of each compression recorded, in the record's order.
     pub blobs: Vec<(Compression, BlobRef)>,
 }
@@ -76,12 +91,15 @@ impl LayerRecord {
                 }),
             );
         }
-        serde_json::json!({
-            "key": self.key,
-            "diff_id": format!("sha256:{}", self.diff_id),
-            "size": self.size,
-            "blobs": blobs,
-        })
+        let mut record = serde_json::Map::new();
+        record.insert("key".into(), self.key.clone().into());
+        record.insert("diff_id".into(), format!("sha256:{}", self.diff_id).into());
+        record.insert("size".into(), self.size.into());
+        if let Some(xxh3) = self.xxh3 {
+            record.insert(XXH3_KEY.into(), format!("{xxh3:032x}").into());
+        }
+        record.insert("blobs".into(), blobs.into());
+        record.into()
     }
 }
 
@@ -161,6 +179,23 @@ pub fn parse(path: &Path, value: &PyValue) -> Result<Option<Vec<LayerRecord>>> {
             .to_owned();
         let diff_id = digest_of(field("diff_id")?, &at(".diff_id"), path)?;
         let size = size_of(field("size")?, &at(".size"), path)?;
+        let xxh3 = match item.get(XXH3_KEY) {
+            None => None,
+            Some(value) => Some(
+                value
+                    .as_str()
+                    .filter(|t| {
+                        t.len() == 32 && t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                    })
+                    .and_then(|t| u128::from_str_radix(t, 16).ok())
+                    .ok_or_else(|| {
+                        err(
+                            at(&format!(".{XXH3_KEY}")),
+                            "expected 32 lowercase hex digits (an XXH3-128)".into(),
+                        )
+                    })?,
+            ),
+        };
         let mut blobs = Vec::new();
         let blobs_value = field("blobs")?;
         let Some(entries) = blobs_value.as_dict() else {
@@ -206,6 +241,7 @@ pub fn parse(path: &Path, value: &PyValue) -> Result<Option<Vec<LayerRecord>>> {
             key,
             diff_id,
             size,
+            xxh3,
             blobs,
         });
     }
@@ -308,7 +344,7 @@ pub fn compute(spec: &Spec, index: usize, compressions: &[Compression]) -> Resul
             .collect::<io::Result<_>>()
             .map_err(Error::Output)?,
     };
-    let mut hasher = sha2::Sha256::new();
+    let mut hasher = LayerHasher::new(true, true);
     layer::encode(
         &parents,
         &entries,
@@ -316,6 +352,7 @@ pub fn compute(spec: &Spec, index: usize, compressions: &[Compression]) -> Resul
         Contents::Hash(&mut hasher),
         &mut fanout,
     )?;
+    let sums = hasher.finish();
     let mut blobs = Vec::new();
     for (compression, encoder) in compressions.iter().zip(fanout.encoders) {
         let (digest, size, _) = encoder.finish().map_err(Error::Output)?.finish();
@@ -323,8 +360,9 @@ pub fn compute(spec: &Spec, index: usize, compressions: &[Compression]) -> Resul
     }
     Ok(LayerRecord {
         key: layer_key(&spec.store_dir, paths, &spec.stamp),
-        diff_id: Sha256Digest(hasher.finalize().into()),
+        diff_id: sums.sha256.expect("asked for"),
         size: fanout.count,
+        xxh3: sums.xxh3,
         blobs,
     })
 }
@@ -397,6 +435,7 @@ mod tests {
             key: format!("sha256:{}", "a".repeat(64)),
             diff_id: Sha256Digest([1; 32]),
             size: 10240,
+            xxh3: Some(0x0123_4567_89ab_cdef_0011_2233_4455_6677),
             blobs: vec![(
                 Compression::Gzip(5),
                 BlobRef {
@@ -411,9 +450,16 @@ mod tests {
         assert_eq!(back.len(), 1);
         assert_eq!(back[0].to_json(), record.to_json());
         assert_eq!(
-            (&back[0].key, back[0].diff_id, back[0].size),
-            (&record.key, record.diff_id, record.size)
+            (&back[0].key, back[0].diff_id, back[0].size, back[0].xxh3),
+            (&record.key, record.diff_id, record.size, record.xxh3)
         );
+        // Written before the XXH3-128 was: read without it.
+        let mut old = record.to_json();
+        old.as_object_mut().unwrap().remove(XXH3_KEY);
+        let value = crate::pycompat::json::loads(format!("[{old}]").as_bytes()).unwrap();
+        let back = parse(Path::new("s.json"), &value).unwrap().unwrap();
+        assert_eq!(back[0].xxh3, None);
+        assert_eq!(back[0].diff_id, record.diff_id);
         assert_eq!(back[0].blob(Compression::Gzip(5)).unwrap().size, 99);
         assert!(back[0].blob(Compression::Gzip(6)).is_none());
         assert_eq!(
@@ -471,6 +517,33 @@ mod tests {
             (
                 format!("[{}]", good.replace("\"blobs\": {}", "\"blobs\": []")),
                 "store_layer_digests[0].blobs",
+            ),
+            (
+                format!(
+                    "[{}]",
+                    good.replace("\"size\": 1", "\"size\": 1, \"xxh3_128\": 12")
+                ),
+                "store_layer_digests[0].xxh3_128",
+            ),
+            (
+                format!(
+                    "[{}]",
+                    good.replace(
+                        "\"size\": 1",
+                        &format!("\"size\": 1, \"xxh3_128\": \"{}\"", "A".repeat(32))
+                    )
+                ),
+                "store_layer_digests[0].xxh3_128",
+            ),
+            (
+                format!(
+                    "[{}]",
+                    good.replace(
+                        "\"size\": 1",
+                        &format!("\"size\": 1, \"xxh3_128\": \"{}\"", "a".repeat(31))
+                    )
+                ),
+                "store_layer_digests[0].xxh3_128",
             ),
         ];
         for (text, key) in cases {

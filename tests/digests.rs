@@ -195,17 +195,29 @@ fn records_are_what_a_build_without_them_finds() {
     assert_ok(&tool(&[&spec, &"-q", &"-o", &tar]));
     let archive = clients::Archive::read(&tar);
     let diff_ids = archive.diff_ids();
-    let mut sizes = Vec::new();
+    let mut layers = Vec::new();
     let mut members = tar::Archive::new(fs::File::open(&tar).unwrap());
     for entry in members.entries().unwrap() {
-        let entry = entry.unwrap();
+        let mut entry = entry.unwrap();
         if entry.path().unwrap().ends_with("layer.tar") {
-            sizes.push(entry.header().size().unwrap());
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+            layers.push(bytes);
         }
     }
     for (i, record) in records.iter().enumerate() {
         assert_eq!(record["diff_id"], diff_ids[i], "layer {i}");
-        assert_eq!(record["size"].as_u64(), Some(sizes[i]), "layer {i}");
+        assert_eq!(
+            record["size"].as_u64(),
+            Some(layers[i].len() as u64),
+            "layer {i}"
+        );
+        // What a one-pass stream checks the layer against.
+        assert_eq!(
+            record["xxh3_128"].as_str(),
+            Some(format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&layers[i])).as_str()),
+            "layer {i}"
+        );
     }
 
     // Blobs, against OCI layouts written without records.
@@ -373,6 +385,45 @@ fn a_stale_record_fails_every_output_without_an_image() {
     assert_one_line_error(&out, STALE);
     let names = member_names(&out.stdout);
     assert!(!names.iter().any(|n| n == "index.json"), "{names:?}");
+}
+
+/// Records written before they held an XXH3-128: the one pass checks the
+/// layer's SHA-256 instead, and a stale one still fails, naming the
+/// diff_id; an XXH3-128 that is not the layer's fails, naming it.
+#[test]
+fn records_without_or_with_a_wrong_xxh3_are_checked() {
+    let s = Store::new();
+    let mut records = digest(&s.spec(), None, &["gzip"]);
+    let with_records = |name: &str, records: &Value| {
+        s.spec_with(
+            name,
+            LAYERS,
+            &format!(", \"store_layer_digests\": {records}"),
+        )
+    };
+    let mut wrong_xxh3 = records.clone();
+    wrong_xxh3[1]["xxh3_128"] = Value::from("0".repeat(32));
+    let wrong_xxh3 = with_records("wrong-xxh3.json", &wrong_xxh3);
+    let out = tool(&[&wrong_xxh3, &"-q"]);
+    assert_one_line_error(
+        &out,
+        &["layer 2:", "its XXH3-128", "store_layer_digests[1]"],
+    );
+
+    for record in records.as_array_mut().unwrap() {
+        record.as_object_mut().unwrap().remove("xxh3_128");
+    }
+    let old = with_records("old.json", &records);
+    let plain = tool(&[&s.spec(), &"-q"]);
+    assert_ok(&plain);
+    let out = tool(&[&old, &"-q"]);
+    assert_ok(&out);
+    assert!(out.stdout == plain.stdout, "other bytes from old records");
+    make_stale(&s);
+    let out = tool(&[&old, &"-q"]);
+    assert_one_line_error(&out, &["its diff_id", "store_layer_digests[1]", "stale"]);
+    let names = member_names(&out.stdout);
+    assert!(!names.iter().any(|n| n == "manifest.json"), "{names:?}");
 }
 
 /// A record whose diff_id holds but whose blob does not (taken with

@@ -268,11 +268,11 @@ pub enum Command {
     /// pulling NEW transfers.
     Diff(DiffArgs),
     /// Hash a spec's store layers (or one) ahead of the build and print
-    /// their records as JSON: each layer's diff_id and size and, for each
-    /// --compress, its blob's digest and size. Put the list under the
-    /// spec's store_layer_digests key: a build then streams in one pass,
-    /// checking each layer against its record, and a push reads no layer
-    /// the registry has.
+    /// their records as JSON: each layer's diff_id, size and XXH3-128
+    /// and, for each --compress, its blob's digest and size. Put the list
+    /// under the spec's store_layer_digests key: a build then streams in
+    /// one pass, checking each layer against its record, and a push reads
+    /// no layer the registry has.
     Digest(DigestArgs),
     /// Write a spec's customisation layer (DIR/layer.tar and DIR/checksum)
     /// from a tree, deterministically; prints its sha256.

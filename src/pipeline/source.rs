@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crate::compress::{Compression, Encoder};
-use crate::digest::{CountingWriter, HashingWriter, Sha256Digest};
+use crate::digest::{CountingWriter, HashingWriter, LayerHasher, Sha256Digest};
 use crate::error::{Error, Result};
 use crate::image::base::{BaseImage, BaseLayer};
 use crate::image::custom::CustomLayer;
@@ -208,18 +208,29 @@ impl Source<'_> {
         if expected == actual {
             return Ok(());
         }
+        let show = |(digest, size): (Sha256Digest, u64)| format!("sha256:{digest} ({size} bytes)");
+        Err(self.record_mismatch(hashed, layer_no, what, show(expected), show(actual)))
+    }
+
+    fn record_mismatch(
+        &self,
+        hashed: &Hashed,
+        layer_no: usize,
+        what: &str,
+        expected: String,
+        actual: String,
+    ) -> Error {
         let index = match self {
             Source::Store { index, .. } => *index,
             _ => hashed.recorded.unwrap_or_default(),
         };
-        let show = |(digest, size): (Sha256Digest, u64)| format!("sha256:{digest} ({size} bytes)");
-        Err(Error::RecordMismatch {
+        Error::RecordMismatch {
             layer: layer_no,
             key: format!("{}[{index}]", crate::record::SPEC_KEY),
             what: what.to_owned(),
-            expected: show(expected),
-            actual: show(actual),
-        })
+            expected,
+            actual,
+        }
     }
 
     /// The hashing pass: the layer's digest and size, the checksums the
@@ -308,7 +319,7 @@ impl Source<'_> {
     ) -> Result<u64> {
         let mut sink = CountingWriter::new(out, self.whole_layer_sum());
         let mut spliced = 0;
-        let mut recorded = hashed.recorded.map(|_| sha2::Sha256::default());
+        let mut recorded = stream_hasher(cx, hashed);
         match self {
             Source::Store { .. } => {
                 let entries = self.entries()?;
@@ -327,7 +338,7 @@ impl Source<'_> {
         let (counted, sum) = sink.finish();
         let size = counted + spliced;
         if let Some(hasher) = recorded {
-            self.check_streamed_record(hashed, layer_no, hasher, size)?;
+            self.check_streamed_record(cx, hashed, layer_no, hasher, size)?;
         }
         self.check_reproduced(hashed, layer_no, size, sum)?;
         Ok(size)
@@ -343,7 +354,7 @@ impl Source<'_> {
         out: &mut dyn Write,
     ) -> Result<()> {
         let mut sink = CountingWriter::new(out, self.whole_layer_sum());
-        let mut recorded = hashed.recorded.map(|_| sha2::Sha256::default());
+        let mut recorded = stream_hasher(cx, hashed);
         match self {
             Source::Store { .. } => {
                 layer::encode(
@@ -358,7 +369,7 @@ impl Source<'_> {
         }
         let (size, sum) = sink.finish();
         if let Some(hasher) = recorded {
-            self.check_streamed_record(hashed, layer_no, hasher, size)?;
+            self.check_streamed_record(cx, hashed, layer_no, hasher, size)?;
         }
         self.check_reproduced(hashed, layer_no, size, sum)
     }
@@ -404,7 +415,7 @@ impl Source<'_> {
         out: &mut dyn Write,
     ) -> Result<u64> {
         let (blob, blob_sum) = hashed.blob.expect("hashed with a blob");
-        let mut recorded = hashed.recorded.map(|_| sha2::Sha256::default());
+        let mut recorded = stream_hasher(cx, hashed);
         let mut sink = CountingWriter::new(out, recorded.is_none());
         let compress_into = |w: &mut dyn Write, produce: &dyn Fn(&mut dyn Write) -> Result<()>| {
             let mut enc = compression.encoder(w).map_err(Error::Output)?;
@@ -438,7 +449,7 @@ impl Source<'_> {
         let (size, sum) = sink.finish();
         if let Some(hasher) = recorded {
             // The caller compares the blob with the record.
-            self.check_streamed_record(hashed, layer_no, hasher, plain_size)?;
+            self.check_streamed_record(cx, hashed, layer_no, hasher, plain_size)?;
             return Ok(plain_size);
         }
         if size != blob.size {
@@ -468,19 +479,36 @@ impl Source<'_> {
     /// with its record.
     fn check_streamed_record(
         &self,
+        cx: &Context<'_>,
         hashed: &Hashed,
         layer_no: usize,
-        hasher: sha2::Sha256,
+        hasher: LayerHasher,
         size: u64,
     ) -> Result<()> {
-        use sha2::Digest as _;
-        let digest = Sha256Digest(hasher.finalize().into());
+        let sums = hasher.finish();
+        if let Some(xxh3) = sums.xxh3 {
+            let recorded = record_of(cx, hashed).and_then(|r| r.xxh3);
+            let show = |sum: Option<u128>, size: u64| match sum {
+                Some(sum) => format!("xxh3:{sum:032x} ({size} bytes)"),
+                None => format!("no xxh3 ({size} bytes)"),
+            };
+            if recorded == Some(xxh3) && size == hashed.size {
+                return Ok(());
+            }
+            return Err(self.record_mismatch(
+                hashed,
+                layer_no,
+                "its XXH3-128",
+                show(recorded, hashed.size),
+                show(Some(xxh3), size),
+            ));
+        }
         self.check_record(
             hashed,
             layer_no,
             "its diff_id",
             (hashed.digest, hashed.size),
-            (digest, size),
+            (sums.sha256.expect("asked for"), size),
         )
     }
 
@@ -553,7 +581,20 @@ impl Source<'_> {
 /// How a later pass checks a store layer's files: against the hashing
 /// pass's checksums, or, for a layer known from its record, by hashing the
 /// whole layer into `recorded`.
-fn contents<'a>(hashed: &'a Hashed, recorded: Option<&'a mut sha2::Sha256>) -> Contents<'a> {
+/// The record of a layer known from one.
+fn record_of<'c>(cx: &'c Context<'_>, hashed: &Hashed) -> Option<&'c crate::record::LayerRecord> {
+    cx.spec.store_layer_digests.as_ref()?.get(hashed.recorded?)
+}
+
+/// For a layer known from its record, the hasher of its only pass: the
+/// XXH3-128 where the record holds one, else the SHA-256 (the diff_id).
+fn stream_hasher(cx: &Context<'_>, hashed: &Hashed) -> Option<LayerHasher> {
+    hashed.recorded?;
+    let xxh3 = record_of(cx, hashed).is_some_and(|r| r.xxh3.is_some());
+    Some(LayerHasher::new(!xxh3, xxh3))
+}
+
+fn contents<'a>(hashed: &'a Hashed, recorded: Option<&'a mut LayerHasher>) -> Contents<'a> {
     match recorded {
         Some(hasher) => Contents::Hash(hasher),
         None => Contents::Verify(&hashed.sums),

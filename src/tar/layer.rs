@@ -67,7 +67,7 @@ pub enum Contents<'a> {
     /// layer goes into this hasher in stream order, those of files handed
     /// to the sink included, so that the caller can compare the layer's
     /// digest with the known one at its end.
-    Hash(&'a mut sha2::Sha256),
+    Hash(&'a mut crate::digest::LayerHasher),
 }
 
 /// Where [`encode`] writes a layer.
@@ -232,7 +232,7 @@ impl Encoder<'_> {
     /// the hasher has not seen.
     fn hash_pending(&mut self) {
         if let Contents::Hash(hasher) = &mut self.contents {
-            sha2::Digest::update(&mut **hasher, &self.headers[self.hashed_upto..]);
+            hasher.update(&self.headers[self.hashed_upto..]);
             self.hashed_upto = self.headers.len();
         }
     }
@@ -389,7 +389,7 @@ impl Encoder<'_> {
             },
             &mut |chunk| {
                 match contents {
-                    Contents::Hash(hasher) => sha2::Digest::update(&mut **hasher, chunk),
+                    Contents::Hash(hasher) => hasher.update(chunk),
                     _ => checksum.update(chunk),
                 }
                 if !write {
@@ -562,7 +562,7 @@ mod tests {
         )
         .unwrap();
 
-        let mut hasher = sha2::Sha256::new();
+        let mut hasher = crate::digest::LayerHasher::new(true, true);
         let (_, spliced, piped) = relay_into_pipe(&parents, &entries, Contents::Hash(&mut hasher));
         assert_eq!(
             spliced,
@@ -570,10 +570,12 @@ mod tests {
             "the large file was not handed over"
         );
         assert!(piped == expected, "the pipe got other bytes");
+        let sums = hasher.finish();
         assert_eq!(
-            hasher.finalize().as_slice(),
+            sums.sha256.unwrap().0.as_slice(),
             sha2::Sha256::digest(&expected).as_slice()
         );
+        assert_eq!(sums.xxh3, Some(xxhash_rust::xxh3::xxh3_128(&expected)));
     }
 
     #[test]
