@@ -578,6 +578,14 @@ fn check_multi_platform(image: &Value, closure: &[String], tmp: &Path) {
     }
 }
 
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn docker(args: &[&str]) -> String {
     let out = run(Command::new("docker").args(args));
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -771,6 +779,184 @@ fn guix_hints_reach_layers() {
     assert!(manifest[0]["Config"].is_string(), "an image of {profile}");
 }
 
+/// The spec's `store_layers` and `store_layer_digests` of a spec directory.
+fn spec_records(dir: &str) -> (Vec<Vec<String>>, Vec<Value>) {
+    let spec: Value =
+        serde_json::from_slice(&fs::read(Path::new(dir).join("spec.json")).unwrap()).unwrap();
+    let layers = spec["store_layers"]
+        .as_array()
+        .expect("store_layers")
+        .iter()
+        .map(|l| {
+            l.as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_str().unwrap().to_owned())
+                .collect()
+        })
+        .collect();
+    let records = spec["store_layer_digests"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{dir}/spec.json has no store_layer_digests"))
+        .clone();
+    (layers, records)
+}
+
+/// `#:layer-digests? #t`: the spec holds one record per store layer, each
+/// that of the layer the image holds; the image's bytes are those without
+/// records; the tool streams the spec from its records. After one store
+/// item changed, the second build builds the record derivations of the
+/// layers that hold a changed item, and only those. And `guix
+/// docker-layered --layer-digests` makes the same bytes as without.
+#[test]
+fn guix_layer_digests_are_rebuilt_only_for_changed_layers() {
+    let Some(tools) = tools() else { return };
+    let Some(tree) = start_daemon() else { return };
+    let tmp = TempDir::new("guix-e2e-digests");
+    // Data no earlier run put in the store, so that its layer's record is
+    // not there yet.
+    let token = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let builds = r#"(("img-none" none 3))"#;
+    let command_builds = format!(
+        r#"(("cmd-digests" "-m" "MANIFEST" "--max-layers=3" "-S" "/bin=bin" "-S" "/café=share/app"
+                              "--entry-point=bin/app" "-C" "none" "--layer-digests" {tool}))"#,
+        tool = scheme_string(&format!("--tool={BIN}"))
+    );
+    let extra = format!(
+        r#"(layer-digests "img-digests" 4 {})"#,
+        scheme_string(&token)
+    );
+    let report = run_e2e(&tools, &tree, &tmp.0, builds, &command_builds, &extra);
+    let digests = &report["layer_digests"];
+
+    // The image with records is the image without.
+    let plain = fs::read(digests["plain"].as_str().unwrap()).unwrap();
+    assert!(
+        fs::read(digests["image"].as_str().unwrap()).unwrap() == plain,
+        "other bytes with #:layer-digests?"
+    );
+
+    // One record per store layer, each of that layer's tar in the image.
+    let spec = digests["spec"].as_str().unwrap();
+    let (layers, records) = spec_records(spec);
+    assert_eq!(layers.len(), 3, "{layers:?}");
+    assert_eq!(records.len(), layers.len());
+    let files = archive_files(&plain);
+    let manifest: Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    let tars = manifest[0]["Layers"].as_array().unwrap();
+    assert_eq!(tars.len(), layers.len() + 1, "and the customisation layer");
+    for (record, tar) in records.iter().zip(tars) {
+        let bytes = &files[tar.as_str().unwrap()];
+        assert_eq!(
+            record["diff_id"],
+            format!("sha256:{}", sha256_hex(bytes)),
+            "{record}"
+        );
+        assert_eq!(record["size"], bytes.len() as u64, "{record}");
+        for compression in ["gzip:5", "zstd:3"] {
+            assert!(
+                record["blobs"][compression]["digest"]
+                    .as_str()
+                    .is_some_and(|d| d.starts_with("sha256:")),
+                "{compression} in {record}"
+            );
+        }
+    }
+
+    // The tool streams the spec from the records, to the bytes it streams
+    // without them. (Not the image's: a spec directory names its
+    // customisation layer by another path, which the config's history
+    // shows.)
+    let spec_json = Path::new(spec).join("spec.json");
+    let mut bare: Value = serde_json::from_slice(&fs::read(&spec_json).unwrap()).unwrap();
+    bare.as_object_mut().unwrap().remove("store_layer_digests");
+    let bare_json = tmp.0.join("bare-spec.json");
+    fs::write(&bare_json, serde_json::to_vec(&bare).unwrap()).unwrap();
+    let stream = |spec: &Path, name: &str| -> (Vec<u8>, String) {
+        let out_file = tmp.0.join(name);
+        let out = run(Command::new(BIN)
+            .arg(spec)
+            .arg("-o")
+            .arg(&out_file)
+            .args(["--progress", "plain"]));
+        (
+            fs::read(&out_file).unwrap(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (with, log) = stream(&spec_json, "with-records.tar");
+    let (without, _) = stream(&bare_json, "without-records.tar");
+    assert!(with == without, "the records change the streamed bytes");
+    assert_eq!(
+        log.matches("from store_layer_digests").count(),
+        layers.len(),
+        "{log}"
+    );
+
+    // After one store item changed, only the layers holding a changed item
+    // get a new record.
+    let (changed_layers, changed_records) = spec_records(digests["changed_spec"].as_str().unwrap());
+    assert_eq!(changed_records.len(), changed_layers.len());
+    let before: BTreeSet<&String> = layers.iter().flatten().collect();
+    let changed = changed_layers
+        .iter()
+        .filter(|l| l.iter().any(|p| !before.contains(p)))
+        .count();
+    assert!(
+        changed >= 1 && changed < changed_layers.len(),
+        "{changed_layers:?}"
+    );
+    let built = digests["changed_records_built"].as_u64().unwrap() as usize;
+    assert_eq!(
+        built,
+        changed,
+        "the second build built {built} record derivations; {changed} of {} layers hold a changed store item",
+        changed_layers.len()
+    );
+    assert_eq!(
+        digests["record_derivations"].as_array().unwrap().len(),
+        changed_layers.len()
+    );
+    // The unchanged layers' records are the first build's.
+    for (layer, record) in changed_layers.iter().zip(&changed_records) {
+        if let Some(i) = layers.iter().position(|l| l == layer) {
+            assert_eq!(record, &records[i], "{layer:?}");
+        }
+    }
+
+    // A #:layer-digests? that is not a boolean: one line that names it.
+    let err = digests["bad_keyword_error"].as_str().unwrap();
+    assert!(
+        err.contains("layer-digests? must be #t or #f")
+            && err.contains("yes")
+            && !err.contains('\n'),
+        "{err}"
+    );
+
+    // guix docker-layered --layer-digests: img-none's bytes.
+    let command = &report["command_images"][0];
+    assert_eq!(command["name"], "cmd-digests");
+    let none = &report["images"][0];
+    assert_eq!(none["name"], "img-none");
+    assert!(
+        fs::read(command["output"].as_str().unwrap()).unwrap()
+            == fs::read(none["output"].as_str().unwrap()).unwrap(),
+        "guix docker-layered --layer-digests made other bytes"
+    );
+    eprintln!(
+        "guix_e2e: {} store layers; the first build built {} record derivations, the second {built}",
+        changed_layers.len(),
+        digests["first_records_built"]
+    );
+}
+
 /// The `guix docker-layered` command through the real `guix` script, as a
 /// Guix extension (GUIX_EXTENSIONS_PATH): its help, and a bad option as a
 /// one-line error.
@@ -799,6 +985,7 @@ fn guix_docker_layered_command() {
         "-S, --symlink",
         "--entry-point",
         "-C, --compression",
+        "--layer-digests",
     ] {
         assert!(text.contains(option), "{option} missing from:\n{text}");
     }

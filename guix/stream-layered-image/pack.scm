@@ -25,15 +25,24 @@
 (define-module (stream-layered-image pack)
   #:use-module (guix gexp)
   #:use-module (guix modules)
+  #:use-module (guix monads)
+  #:use-module ((guix derivations)
+                #:select (built-derivations derivation->output-path))
   #:use-module (guix profiles)
   #:use-module (guix search-paths)
   #:use-module ((guix packages) #:select (package?))
-  #:use-module ((guix store) #:select (%store-prefix))
+  #:use-module ((guix store) #:select (%store-prefix %store-monad))
   #:use-module ((guix utils) #:select (%current-system))
   #:use-module ((stream-layered-image spec)
                 #:select (system->docker-architecture
                           system->docker-variant
-                          friendly-name))
+                          friendly-name
+                          json->string
+                          layer-digest-spec
+                          layer-digest-arguments))
+  #:use-module (json)
+  #:use-module (srfi srfi-1)
+  #:use-module (srfi srfi-9)
   #:use-module (ice-9 match)
   #:export (%compressors
             compressor-extension
@@ -86,6 +95,29 @@ Guix's package."
   (if (package? tool)
       (file-append tool "/bin/stream-layered-image")
       tool))
+
+;; An image whose derivation needs its layering first: one record
+;; derivation per store layer.  LAYERING is the file-like layering, MAKE a
+;; procedure from the layers (lists of store file names) to the image.
+(define-record-type <layer-digested-image>
+  (layer-digested-image layering make)
+  layer-digested-image?
+  (layering layer-digested-image-layering)
+  (make layer-digested-image-make))
+
+(define-gexp-compiler (layer-digested-image-compiler
+                       (image <layer-digested-image>) system target)
+  ;; Which derivations the records need is known only from the layering,
+  ;; so it is built now, while the image is lowered (as grafting builds
+  ;; what it needs to look into).
+  (mlet* %store-monad ((drv (lower-object (layer-digested-image-layering image)
+                                          system #:target target))
+                       (_ (built-derivations (list drv))))
+    (let ((layers (call-with-input-file (derivation->output-path drv)
+                    json->scm)))
+      (lower-object ((layer-digested-image-make image)
+                     (map vector->list (vector->list layers)))
+                    system #:target target))))
 
 (define (layered-docker-image name profile . arguments)
   "Return a file-like object: a Docker image archive (for `docker load') of
@@ -154,7 +186,9 @@ Layers the images share are stored once.  SBOM is a list of SBOM formats
                          (locale "C.UTF-8")
                          guile
                          (local-build? #f)
-                         explain?)
+                         explain?
+                         (layer-digests? #f)
+                         (layer-digest-compressions '("gzip")))
   "Return a file-like object of KIND: 'docker-archive, a Docker image
 archive (for `docker load') of PROFILE, a <profile>, and its closure, in at
 most MAX-LAYERS layers counting the customisation layer, as `guix pack -f
@@ -184,7 +218,22 @@ The programs: TOOL is the stream-layered-image package (or its executable,
 a file-like object), COMPRESSOR-PROGRAM the compressor's executable
 (default: from Guix's package), GUILE the guile package the build runs
 with (default: Guix's).  LOCAL-BUILD? is passed on, as for any derivation;
-guix pack offloads its image builds, so it is #f by default."
+guix pack offloads its image builds, so it is #f by default.
+
+With LAYER-DIGESTS?, the spec carries `store_layer_digests', one record
+per store layer with a blob for each of LAYER-DIGEST-COMPRESSIONS (as
+`stream-layered-image digest --compress' takes them): the tool then
+streams the image in one pass, and a push reads no layer the registry has.
+The layering is built first, when the image is lowered, then each record
+by a derivation of its layer's store items alone, which Guix keeps for as
+long as they do not change.  The image's bytes are the same either way."
+  (unless (boolean? layer-digests?)
+    (error "layer-digests? must be #t or #f, not:" layer-digests?))
+  (unless (and (list? layer-digest-compressions)
+               (every string? layer-digest-compressions))
+    (error "layer-digest-compressions must be a list of strings (such as \
+\"gzip\" or \"zstd:3\"), not:" layer-digest-compressions))
+
   (define extension (compressor-extension compressor))
 
   (define compress
@@ -219,7 +268,9 @@ guix pack offloads its image builds, so it is #f by default."
       (('stream-layered-image _ ...) #t)
       (_ (guix-module-name? name))))
 
-  (define build
+  (define (build layering digests)
+    ;; LAYERING: #f, or the file write-layering wrote, with DIGESTS the
+    ;; record files of its store layers.
     (with-imported-modules (source-module-closure
                             '((stream-layered-image spec)
                               (guix search-paths))
@@ -272,14 +323,78 @@ guix pack offloads its image builds, so it is #f by default."
            #:symlinks '#$symlinks
            ;; As guix pack: the store directory itself is in the image.
            #:directories '(("/tmp" . #o1777) (#$(%store-prefix) . #o755))
-           #:compressor #$compress))))
+           #:compressor #$compress
+           ;; Only with layer digests, so that the derivation of an
+           ;; image without them stays what it was.
+           #$@(if layering
+                  (list #:layers-file layering
+                        #:layer-digests #~(list #$@digests))
+                  '())))))
 
-  (apply computed-file (if (eq? kind 'spec)
-                           (string-append name "-spec")
-                           (string-append name ".tar" extension))
-         build
+  (define (image layering digests)
+    (apply computed-file (if (eq? kind 'spec)
+                             (string-append name "-spec")
+                             (string-append name ".tar" extension))
+           (build layering digests)
+           #:local-build? local-build?
+           #:options `(#:references-graphs (("profile" ,profile)))
+           (if guile (list #:guile guile) '())))
+
+  (define layering
+    (with-imported-modules (source-module-closure
+                            '((stream-layered-image spec))
+                            #:select? imported-module?)
+      (apply computed-file (string-append name "-layers.json")
+             #~(begin
+                 (use-modules (stream-layered-image spec))
+                 (write-layering #$output
+                                 #:tool #+(tool-executable tool)
+                                 #:graph "profile"
+                                 #:max-layers #$max-layers
+                                 #:strategy '#$strategy
+                                 #:hints #$hints
+                                 #:explain? #$explain?))
+             #:local-build? local-build?
+             #:options `(#:references-graphs (("profile" ,profile)))
+             (if guile (list #:guile guile) '()))))
+
+  (define (digest paths)
+    (layer-digest-file tool paths layer-digest-compressions
+                       #:guile guile
+                       #:local-build? local-build?))
+
+  (if layer-digests?
+      (layer-digested-image layering
+                            (lambda (layers)
+                              (image layering (map digest layers))))
+      (image #f '())))
+
+(define* (layer-digest-file tool paths compressions
+                            #:key guile (local-build? #f))
+  "A file-like object: the record `stream-layered-image digest' takes of the
+store layer of PATHS, for `store_layer_digests'.  Its derivation depends on
+PATHS, TOOL and COMPRESSIONS only, not on the image or its other layers."
+  (define spec
+    (json->string (layer-digest-spec paths #:store-dir (%store-prefix))))
+  (apply computed-file "stream-layered-image-layer-digest"
+         #~(begin
+             (use-modules (ice-9 popen) (rnrs io ports))
+             ;; PATHS as the derivation's inputs: the store items to read.
+             (define paths '#$paths)
+             (call-with-output-file "spec.json"
+               (lambda (port)
+                 (set-port-encoding! port "UTF-8")
+                 (put-string port #$spec)))
+             (let* ((port (apply open-pipe* OPEN_READ #+(tool-executable tool)
+                                 '#$(layer-digest-arguments "spec.json"
+                                                            compressions)))
+                    (record (get-string-all port)))
+               (unless (and (zero? (status:exit-val (close-pipe port)))
+                            (string-prefix? "{" record))
+                 (error "stream-layered-image digest failed on:" paths))
+               (call-with-output-file #$output
+                 (lambda (out) (put-string out record)))))
          #:local-build? local-build?
-         #:options `(#:references-graphs (("profile" ,profile)))
          (if guile (list #:guile guile) '())))
 
 (define* (manifest->layered-image-spec name manifest

@@ -11,6 +11,10 @@
 ;;;      with `stream-layered-image custom-layer', deterministically,
 ;;;   3. writes the JSON spec stream-layered-image reads, and
 ;;;   4. runs stream-layered-image on it, compressing the archive if asked.
+;;;
+;;; With layer digests, the layering (1) is a derivation of its own, and
+;;; each store layer's record (`stream-layered-image digest') another, so
+;;; that a record is rebuilt only when its layer's store items change.
 
 (define-module (stream-layered-image spec)
   #:use-module (ice-9 match)
@@ -43,6 +47,9 @@
 
             docker-spec
             write-docker-spec
+            layer-digest-spec
+            layer-digest-arguments
+            write-layering
             build-layered-image))
 
 
@@ -319,10 +326,13 @@ archive depends on the tree only, not on any tar that happens to be around."
                       (config '()) (architecture "amd64") variant repo-tag
                       (created "1970-01-01T00:00:01Z") mtime
                       customisation-layer from-image
-                      (uid 0) (gid 0) (uname "root") (gname "root"))
+                      (uid 0) (gid 0) (uname "root") (gname "root")
+                      store-layer-digests)
   "The JSON spec of stream-layered-image, as an association list.
 STORE-LAYERS is the JSON text `layers' printed (or a vector of vectors of
-file names); CONFIG the image config's \"config\" object."
+file names); CONFIG the image config's \"config\" object.
+STORE-LAYER-DIGESTS, when true, is a list of the JSON texts `digest
+--layer' printed, one per store layer, in STORE-LAYERS' order."
   `(("store_layers" . ,(if (string? store-layers)
                            (json-raw store-layers)
                            store-layers))
@@ -339,7 +349,28 @@ file names); CONFIG the image config's \"config\" object."
     ("uname" . ,uname)
     ("gname" . ,gname)
     ("from_image" . ,(or from-image 'null))
-    ("customisation_layer" . ,(or customisation-layer 'null))))
+    ("customisation_layer" . ,(or customisation-layer 'null))
+    ,@(if store-layer-digests
+          `(("store_layer_digests"
+             . ,(list->vector (map json-raw store-layer-digests))))
+          '())))
+
+(define* (layer-digest-spec paths #:key (store-dir "/gnu/store"))
+  "The spec `stream-layered-image digest' reads to take the record of the
+store layer of PATHS, a list of store file names.  It holds nothing but
+that layer and what decides its bytes, which are those of build-layered-image's
+images (the same store directory, time stamps and owner), so that the
+record's derivation depends on that layer alone."
+  (docker-spec #:store-layers (vector (list->vector paths))
+               #:store-dir store-dir
+               #:repo-tag "layer:latest"))
+
+(define (layer-digest-arguments spec compressions)
+  "The arguments of `stream-layered-image' that print the record of the one
+store layer of SPEC, with a blob for each of COMPRESSIONS (strings such as
+\"gzip\" or \"zstd:3\", as `--compress' takes them)."
+  `("digest" ,spec "--layer" "0"
+    ,@(append-map (lambda (c) (list "--compress" c)) compressions)))
 
 (define (write-docker-spec file spec)
   (call-with-output-file file
@@ -358,6 +389,24 @@ file names); CONFIG the image config's \"config\" object."
             (loop)))))
     #:binary #t))
 
+(define* (write-layering output #:key tool graph (max-layers 100)
+                         (strategy 'size) exclude hints explain?)
+  "Write to OUTPUT the `store_layers' JSON text of the closure in the
+references graph file GRAPH, as build-layered-image splits it."
+  (let ((layers (run-layers tool graph (guix-max-layers->budget max-layers)
+                            #:strategy strategy
+                            #:exclude exclude
+                            #:hints hints
+                            #:explain? explain?)))
+    (call-with-output-file output
+      (lambda (port)
+        (put-string port layers)
+        (newline port)))
+    output))
+
+(define (read-file-trimmed file)
+  (string-trim-both (call-with-input-file file read-all)))
+
 (define* (build-layered-image output
                               #:key tool graph
                               (store-dir "/gnu/store")
@@ -367,6 +416,7 @@ file names); CONFIG the image config's \"config\" object."
                               profile (symlinks '())
                               (directories '(("/tmp" . #o1777)))
                               compressor explain? spec-only?
+                              layers-file layer-digests
                               (work-directory "."))
   "Write to OUTPUT a docker-archive of the closure in the references graph
 file GRAPH, with at most MAX-LAYERS layers counted as `guix pack' counts
@@ -376,7 +426,10 @@ and SYMLINKS into PROFILE (see populate-image-root).  COMPRESSOR, when true,
 is a command such as (\"gzip\" \"-9n\") that compresses its file argument
 to stdout with `-c'.  With SPEC-ONLY?, OUTPUT is instead a directory holding
 the image's spec.json and its customisation layer, for a later run of the
-tool (several platforms' specs in one run make a multi-platform image)."
+tool (several platforms' specs in one run make a multi-platform image).
+LAYERS-FILE, when true, is the layering write-layering wrote, used instead
+of running `layers'; LAYER-DIGESTS, when true, the files of its store
+layers' records, in its order, for the spec's `store_layer_digests'."
   (when spec-only?
     (mkdir-p output))
   (let* ((items (references-graph-store-paths graph))
@@ -393,11 +446,13 @@ tool (several platforms' specs in one run make a multi-platform image)."
       (error "the references graph holds no store item:" graph))
     (format #t "layering ~a store items into at most ~a layers (~a)~%"
             (length items) budget strategy)
-    (let ((layers (run-layers tool graph budget
-                              #:strategy strategy
-                              #:exclude exclude
-                              #:hints hints
-                              #:explain? explain?)))
+    (let ((layers (if layers-file
+                      (read-file-trimmed layers-file)
+                      (run-layers tool graph budget
+                                  #:strategy strategy
+                                  #:exclude exclude
+                                  #:hints hints
+                                  #:explain? explain?))))
       (populate-image-root root
                            #:profile profile
                            #:symlinks symlinks
@@ -411,7 +466,11 @@ tool (several platforms' specs in one run make a multi-platform image)."
                                       #:variant variant
                                       #:repo-tag repo-tag
                                       #:created created
-                                      #:customisation-layer custom))
+                                      #:customisation-layer custom
+                                      #:store-layer-digests
+                                      (and layer-digests
+                                           (map read-file-trimmed
+                                                layer-digests))))
       (unless spec-only?
         (invoke tool spec-file "-o" archive))
       (when (and compressor (not spec-only?))

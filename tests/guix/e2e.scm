@@ -10,8 +10,9 @@
 ;;; gzip, zstd, builds (images of the module, see build-image),
 ;;; command-builds (images by guix docker-layered's options, see
 ;;; build-command-image), result (a file for the results, JSON) and,
-;;; optionally, hints (a hints file) and multi-builds (multi-platform
-;;; images, see build-multi-platform-image).
+;;; optionally, hints (a hints file), multi-builds (multi-platform
+;;; images, see build-multi-platform-image) and layer-digests (images with
+;;; #:layer-digests?, see build-layer-digests).
 ;;;
 ;;; It evaluates guix.scm and reports the package; runs the build phases
 ;;; the package adds, after the real cargo-build-system's configure; then
@@ -33,6 +34,7 @@
              (stream-layered-image spec)
              (guix extensions docker-layered)
              (srfi srfi-1)
+             (srfi srfi-26)
              (ice-9 match))
 
 (define args
@@ -192,13 +194,15 @@
                 (make-string 300000 #\a))
     dir))
 
-(define data-dir
-  (let ((dir (string-append work "/data")))
+(define* (make-data-dir #:optional (name "data") (extra ""))
+  (let ((dir (string-append work "/" name)))
     (write-file (string-append dir "/share/data/blob")
-                (make-string 120000 #\d))
+                (string-append (make-string 120000 #\d) extra))
     dir))
 
-(define the-manifest
+(define data-dir (make-data-dir))
+
+(define (manifest-with-data data-dir)
   (manifest
    (list (manifest-entry
            (name "app") (version "1.0")
@@ -210,8 +214,12 @@
            (name "data") (version "1.0")
            (item (local-file data-dir "data" #:recursive? #t))))))
 
-(define the-profile
-  (profile (content the-manifest) (hooks '()) (locales? #f)))
+(define the-manifest (manifest-with-data data-dir))
+
+(define (profile-of manifest)
+  (profile (content manifest) (hooks '()) (locales? #f)))
+
+(define the-profile (profile-of the-manifest))
 
 (define (executable file name)
   (local-file file name #:recursive? #t))
@@ -228,14 +236,16 @@
 ;;; Images.
 ;;;
 
-(define (image-derivation name compressor max-layers keywords)
+(define* (image-derivation name compressor max-layers keywords
+                           #:key (profile the-profile)
+                           (make layered-docker-image))
   ;; The symbol hints-file among KEYWORDS stands for the file the hints
   ;; argument names, as a local-file.
   (define keywords*
     (map (lambda (x)
            (if (eq? x 'hints-file) (local-file (arg 'hints) "hints.json") x))
          keywords))
-  (let ((image (apply layered-docker-image name the-profile
+  (let ((image (apply make name profile
                       #:tool tool
                       #:guile guile-drv
                       #:compressor compressor
@@ -355,6 +365,82 @@
        `(("name" . ,name)
          ("output" . ,(derivation->output-path drv)))))))
 
+;; Layer digests: LAYER-DIGESTS is (NAME MAX-LAYERS TOKEN).  The image
+;; with #:layer-digests? and without (to compare the bytes), the spec with
+;; them; then the spec of a profile whose data holds TOKEN (a store item
+;; that no earlier run made), with the record derivations that its build
+;; has to build, as Guix's build plan names them, before it builds them.
+(define (record-derivation? drv)
+  (string-suffix? "-stream-layered-image-layer-digest.drv"
+                  (derivation-file-name drv)))
+
+(define (records-to-build drv)
+  (filter record-derivation?
+          (derivation-build-plan store (list (derivation-input drv))
+                                 #:substitutable-info (const #f))))
+
+(define (build-layer-digests spec)
+  (match spec
+    ((name max-layers token)
+     (let* ((digested '(#:layer-digests? #t
+                        #:layer-digest-compressions ("gzip:5" "zstd:3")))
+            (plain (image-derivation (string-append name "-plain")
+                                     'none max-layers '()))
+            (image (image-derivation name 'none max-layers digested))
+            (spec (image-derivation name 'none max-layers digested
+                                    #:make layered-image-spec))
+            (first-records (records-to-build spec)))
+       (build-derivations store (list plain image spec))
+       (let* ((changed-profile
+               (profile-of (manifest-with-data
+                            (make-data-dir "data-changed" token))))
+              (changed (image-derivation name 'none max-layers digested
+                                         #:profile changed-profile
+                                         #:make layered-image-spec))
+              (changed-records (records-to-build changed)))
+         (build-derivations store (list changed))
+         (report-layer-digests plain image spec first-records
+                               changed changed-records))))))
+
+(define (report-layer-digests plain image spec first-records
+                              changed changed-records)
+  (for-each (lambda (drv)
+              (unless (every (cut valid-path? store <>)
+                             (derivation-output-paths drv))
+                (error "a record derivation was not built:"
+                       (derivation-file-name drv))))
+            changed-records)
+  `(("plain" . ,(derivation->output-path plain))
+    ("image" . ,(derivation->output-path image))
+    ("spec" . ,(derivation->output-path spec))
+    ("first_records_built" . ,(length first-records))
+    ("changed_spec" . ,(derivation->output-path changed))
+    ("changed_records_built" . ,(length changed-records))
+    ("bad_keyword_error" . ,(bad-layer-digests-error))
+    ;; The changed spec's record derivations, built then or before.
+    ("record_derivations"
+     . ,(list->vector
+         (map derivation-file-name
+              (filter record-derivation?
+                      (map derivation-input-derivation
+                           (derivation-inputs changed))))))))
+
+;; The message a #:layer-digests? that is not a boolean gets.
+(define (bad-layer-digests-error)
+  (catch #t
+    (lambda ()
+      (layered-docker-image "bad" the-profile #:tool tool
+                            #:layer-digests? 'yes)
+      'null)
+    (lambda (key . args)
+      (match args
+        ((who message arguments . _)
+         (apply format #f message arguments))))))
+
+(define (derivation-output-paths drv)
+  (map (match-lambda ((_ . output) (derivation-output-path output)))
+       (derivation-outputs drv)))
+
 (define (store-items)
   ;; The profile's closure, as the daemon knows it.
   (requisites store (list profile-item)))
@@ -367,6 +453,10 @@
        ("profile" . ,profile-item)
        ("closure" . ,(list->vector (store-items)))
        ("images" . ,(list->vector images))
+       ("layer_digests"
+        . ,(match (assq 'layer-digests args)
+             ((_ . spec) (build-layer-digests spec))
+             (#f 'null)))
        ("multi_platform_images"
         . ,(list->vector (map build-multi-platform-image
                               (match (assq 'multi-builds args)

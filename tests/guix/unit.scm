@@ -122,6 +122,42 @@
                              #:repo-tag "app:latest"
                              #:customisation-layer "/tmp/c")))
 
+;;; Layer digests.
+
+(test-assert "records are the spec's last key, in store_layers' order"
+  (string-suffix?
+   "\"customisation_layer\": null, \"store_layer_digests\": [{\"diff_id\": \"a\"}, {\"diff_id\": \"b\"}]}"
+   (json->string (docker-spec #:store-layers "[[\"/gnu/store/aaaa-app\"], [\"/gnu/store/bbbb-lib\"]]"
+                              #:repo-tag "app:latest"
+                              #:store-layer-digests
+                              '("{\"diff_id\": \"a\"}" "{\"diff_id\": \"b\"}")))))
+
+(test-assert "no records, no key"
+  (not (string-contains
+        (json->string (docker-spec #:store-layers "[]" #:repo-tag "app:latest"))
+        "store_layer_digests")))
+
+;; What decides a store layer's bytes (the store directory, the time
+;; stamps and the owner) is the image spec's: a record taken of the
+;; layer's own spec is one the image's spec accepts.
+(test-equal "a layer's own spec stamps its files as the image's does"
+  (let ((image (docker-spec #:store-layers "[]" #:repo-tag "app:latest"
+                            #:store-dir "/x/store")))
+    (map (lambda (key) (assoc key image))
+         '("store_dir" "created" "mtime" "uid" "gid" "uname" "gname")))
+  (let ((layer (layer-digest-spec '("/x/store/aaaa-app") #:store-dir "/x/store")))
+    (map (lambda (key) (assoc key layer))
+         '("store_dir" "created" "mtime" "uid" "gid" "uname" "gname"))))
+
+(test-equal "a layer's own spec holds that layer only"
+  '("store_layers" . #(#("/gnu/store/aaaa-app" "/gnu/store/bbbb-lib")))
+  (assoc "store_layers"
+         (layer-digest-spec '("/gnu/store/aaaa-app" "/gnu/store/bbbb-lib"))))
+
+(test-equal "digest arguments"
+  '("digest" "spec.json" "--layer" "0" "--compress" "gzip" "--compress" "zstd:3")
+  (layer-digest-arguments "spec.json" '("gzip" "zstd:3")))
+
 ;;; Cargo.lock, for the package's crate inputs.
 
 (define crates

@@ -8,7 +8,7 @@
 ;;;
 ;;; It takes guix pack's options where they apply (-S, --entry-point,
 ;;; --entry-point-argument, -C, -m, --image-tag, --system, --target,
-;;; -r), and --strategy, --hints and --tool of its own.  The modules under
+;;; -r), and --strategy, --hints, --layer-digests and --tool of its own.  The modules under
 ;;; guix/ of the checkout are found from this file's place.
 
 (eval-when (expand load eval)
@@ -57,6 +57,9 @@ N layers, as 'guix pack -f docker --max-layers=N' does.\n")
       --strategy=S       which store items share a layer: size (guix pack's
                          rule, the default), default, popularity or auto
       --hints=FILE       a hints file for 'stream-layered-image layers'
+      --layer-digests    record each store layer's digests in the spec, one
+                         derivation per layer (see 'stream-layered-image
+                         digest')
   -m, --manifest=FILE    the packages of the manifest in FILE
   -S, --symlink=SPEC     make SPEC, of the form SOURCE=TARGET, in the image
       --entry-point=PROGRAM
@@ -104,6 +107,9 @@ popularity or auto~%") arg))
                   (unless (file-exists? arg)
                     (leave (G_ "--hints: ~a: no such file~%") arg))
                   (alist-set 'hints arg result)))
+        (option '("layer-digests") #f #f
+                (lambda (opt name arg result)
+                  (alist-set 'layer-digests? #t result)))
         (option '(#\m "manifest") #t #f
                 (lambda (opt name arg result)
                   (alist-cons 'manifest arg result)))
@@ -214,6 +220,9 @@ layered-docker-image after those OPTS give (such as #:guile or
            ,@(match (opt 'hints)
                (#f '())
                (file `(#:hints ,(local-file file "hints.json"))))
+           ,@(if (opt 'layer-digests?)
+                 '(#:layer-digests? #t)
+                 '())
            ,@(match (opt 'tool)
                (#f '())
                (file `(#:tool ,(local-file file "stream-layered-image"
