@@ -75,10 +75,11 @@
 //! without classes (it may still merge that layer with others when the
 //! budget is tight). Four fifths as measured (`scripts/layering-bench`):
 //! what nearly every image holds is the stable base (a libc, its closest
-//! libraries) that costs little as one layer, while joining packages
-//! shared by fewer images (from half of them) also joins packages that
-//! change at different rates, which one fleet gained from and the other
-//! lost more by. With a single image nothing is classed.
+//! libraries) that costs little as one layer, while also joining the
+//! packages shared by fewer images (from half of them) leaves less of the
+//! budget to the rest and moves the other merges: one fleet gained, the
+//! other lost more (a big path two of its images share ended up in
+//! different layers in the two). With a single image nothing is classed.
 //!
 //! # Format
 //!
