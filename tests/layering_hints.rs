@@ -412,3 +412,59 @@ fn batch_requests_take_hints() {
     assert_eq!(lines[1], direct.trim_end());
     assert_ne!(lines[0], lines[1]);
 }
+
+#[test]
+fn images_that_share_paths_get_the_same_layer_for_them() {
+    let dir = Dir::new("fleet");
+    let libfoo = "/nix/store/hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh-libfoo-1.0";
+    let app = "/nix/store/kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk-app-1.0";
+    let web = "/nix/store/llllllllllllllllllllllllllllllll-web-1.0";
+    let cli = "/nix/store/mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm-cli-1.0";
+    // Two images built from one package set: both hold libc and libfoo.
+    let x = dir.write(
+        "x.json",
+        &graph(&[
+            (LIBC, 100_000_000, &[]),
+            (libfoo, 1_000_000, &[LIBC]),
+            (app, 1_000_000, &[libfoo, LIBC]),
+        ]),
+    );
+    let y = dir.write(
+        "y.json",
+        &graph(&[
+            (LIBC, 100_000_000, &[]),
+            (libfoo, 1_000_000, &[LIBC]),
+            (web, 50_000_000, &[libfoo, LIBC]),
+            (cli, 50_000_000, &[libfoo, LIBC]),
+        ]),
+    );
+    let hints = dir.path("h.json");
+    ok(&run(&["hints", "--graph", &x, &y, "-o", &hints]));
+    let layout = |g: &str, hinted: bool| {
+        let mut args = vec!["layers", "--graph", g, "--max-layers", "2"];
+        if hinted {
+            args.extend(["--hints", hints.as_str()]);
+        }
+        layer_sets(&ok(&run(&args)))
+    };
+    let holding = |layers: &[Vec<String>]| -> Vec<String> {
+        layers
+            .iter()
+            .find(|l| l.iter().any(|p| p == libfoo))
+            .cloned()
+            .unwrap()
+    };
+    // Alone, each image puts libfoo with its own small top: a new libfoo
+    // is pulled twice, in two different layers.
+    let (px, py) = (layout(&x, false), layout(&y, false));
+    assert_ne!(holding(&px), holding(&py), "{px:?} {py:?}");
+    // With the hints, the paths both images hold are one layer in each.
+    let (hx, hy) = (layout(&x, true), layout(&y, true));
+    let shared = vec![LIBC.to_string(), libfoo.to_string()];
+    assert!(
+        hx.contains(&shared) && hy.contains(&shared),
+        "{hx:?} {hy:?}"
+    );
+    assert_eq!(hx.len(), 2);
+    assert_eq!(hy, [shared, vec![web.to_string(), cli.to_string()]]);
+}

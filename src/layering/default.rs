@@ -9,6 +9,11 @@
 //! depends only on those paths and their dependencies, which is what lets
 //! several images built from one package set share layers.
 //!
+//! Optionally, [`super::hints`] learned from earlier builds of a fleet of
+//! images: a change weight per path in place of 1, and classes of the
+//! paths nearly every image holds, each class starting as one layer
+//! before the merge (see "With hints" below).
+//!
 //! # What the anchors miss
 //!
 //! * The popularity contest (nixpkgs' older default, nix2container's) ranks
@@ -120,13 +125,31 @@
 //! `scripts/layering-bench` measures the result against the anchors on
 //! Debian's real dependency graph turned into input-addressed store paths.
 //!
+//! # With hints
+//!
+//! The same merge, with two changes. Each path counts its learned change
+//! weight in `|C(L)|` instead of 1. And the paths of each shared class
+//! (`classes[i]`, the same number for the packages that nearly every image
+//! of the fleet holds and that have the same set of images) are one layer
+//! from the start, before coarsening. The cheap merges inside such a class
+//! are made anyway; what the class adds is that the budget pressure of one
+//! image, which differs from image to image, cannot split the class or
+//! mix a part of it with the image's own paths while keeping the rest
+//! apart. So every image that holds the class starts from the same layer
+//! for it and, unless its budget forces a merge of that layer too, ships
+//! it byte-identical, and a host running the fleet pulls a new version of
+//! it once, not once per image.
+//! Joining a class costs one union of closures per classed path; the
+//! coarsening then links a joined layer through all its members'
+//! references and users.
+//!
 //! # Excluded paths
 //!
 //! Excluded paths still count for the closures (they still change their
 //! users' names), but are not placed in any layer.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 
 use rayon::prelude::*;
 
@@ -584,7 +607,15 @@ fn coarsen(graph: &Graph, groups: &mut [Option<Fine>], target: usize, weights: W
     if active <= target {
         return;
     }
-    let alive = |i: usize| groups[i].is_some();
+    // A layer put together before coarsening (see [`join_classes`]) lives
+    // under one member's index, and its members' links are its own.
+    let mut owner: Vec<u32> = (0..n as u32).collect();
+    for (i, g) in groups.iter().enumerate() {
+        for &m in g.iter().flat_map(|g| &g.members) {
+            owner[m] = i as u32;
+        }
+    }
+    let alive = |i: usize| groups[owner[i] as usize].is_some();
     let mut neighbours: Vec<Vec<u32>> = vec![Vec::new(); n];
     let link = |neighbours: &mut Vec<Vec<u32>>, a: usize, b: usize| {
         if a != b {
@@ -595,7 +626,7 @@ fn coarsen(graph: &Graph, groups: &mut [Option<Fine>], target: usize, weights: W
     for i in (0..n).filter(|&i| alive(i)) {
         for &r in &graph.node(i).references {
             if alive(r) {
-                link(&mut neighbours, i, r);
+                link(&mut neighbours, owner[i] as usize, owner[r] as usize);
             }
         }
     }
@@ -606,7 +637,10 @@ fn coarsen(graph: &Graph, groups: &mut [Option<Fine>], target: usize, weights: W
             .iter()
             .copied()
             .filter(|&u| alive(u))
+            .map(|u| owner[u] as usize)
             .collect();
+        users.sort_unstable();
+        users.dedup();
         users.sort_by_key(|&u| key(&groups[u]));
         for pair in users.windows(2) {
             link(&mut neighbours, pair[0], pair[1]);
@@ -681,7 +715,7 @@ fn coarsen(graph: &Graph, groups: &mut [Option<Fine>], target: usize, weights: W
         .filter_map(|(a, s)| s.list.first().map(|&k| Reverse((k, a as u32, 0))))
         .collect();
     // Merged layers live on under the index of one of their halves.
-    let mut parent: Vec<u32> = (0..n as u32).collect();
+    let mut parent: Vec<u32> = owner;
     fn find(parent: &mut [u32], mut x: usize) -> usize {
         while parent[x] as usize != x {
             let up = parent[parent[x] as usize];
@@ -924,18 +958,54 @@ pub fn default_layers(
     max_layers: usize,
     exclude: &dyn Fn(&str) -> bool,
 ) -> Vec<Layer> {
-    layers_weighted(graph, max_layers, exclude, None)
+    layers_with(graph, max_layers, exclude, None, None, EXACT_GROUPS)
 }
 
-/// [`default_layers`] with a change weight per path (indexed like the
-/// graph's nodes) instead of one for every path.
-pub(crate) fn layers_weighted(
+/// [`default_layers`] with a change weight per path instead of one for
+/// every path, and where the paths of one class start as one layer, so
+/// that every image that holds them lays them out as the same layer (the
+/// paths nearly every image of a fleet holds, by their set of images: see
+/// [`super::hints`]). Both are indexed like the graph's nodes; class 0 is
+/// no class.
+pub(crate) fn layers_classed(
     graph: &Graph,
     max_layers: usize,
     exclude: &dyn Fn(&str) -> bool,
     weights: Weights,
+    classes: &[u32],
 ) -> Vec<Layer> {
-    layers_with(graph, max_layers, exclude, weights, EXACT_GROUPS)
+    layers_with(
+        graph,
+        max_layers,
+        exclude,
+        weights,
+        Some(classes),
+        EXACT_GROUPS,
+    )
+}
+
+/// Puts the layers of each class together, under the index of its first
+/// path.
+fn join_classes(fine: &mut [Option<Fine>], classes: &[u32], weights: Weights) {
+    let n = fine.len();
+    let mut head: HashMap<u32, usize> = HashMap::new();
+    for i in 0..n {
+        if classes[i] == 0 || fine[i].is_none() {
+            continue;
+        }
+        let h = *head.entry(classes[i]).or_insert(i);
+        if h == i {
+            continue;
+        }
+        let g = fine[i].take().expect("active");
+        let f = fine[h].as_mut().expect("active");
+        f.members.extend(g.members);
+        f.size += g.size;
+        let closure = std::mem::replace(&mut f.closure, Closure::List(Vec::new()));
+        f.closure = closure.union(g.closure, n);
+        f.changes = f.closure.weight(weights);
+        f.first = f.first.min(g.first);
+    }
 }
 
 fn layers_with(
@@ -943,6 +1013,7 @@ fn layers_with(
     max_layers: usize,
     exclude: &dyn Fn(&str) -> bool,
     weights: Weights,
+    classes: Option<&[u32]>,
     exact_groups: usize,
 ) -> Vec<Layer> {
     let n = graph.len();
@@ -966,6 +1037,9 @@ fn layers_with(
             })
         })
         .collect();
+    if let Some(classes) = classes {
+        join_classes(&mut fine, classes, weights);
+    }
     coarsen(graph, &mut fine, exact_groups.max(max_layers), weights);
     let mut groups: Vec<Option<Group>> = fine
         .into_iter()
@@ -1211,8 +1285,8 @@ mod coarsening_tests {
         for seed in 1..=6 {
             let graph = random_graph(seed, 300, 0);
             for budget in [4, 8, 16] {
-                let coarse = layers_with(&graph, budget, &|_| false, None, 40);
-                let exact = layers_with(&graph, budget, &|_| false, None, usize::MAX);
+                let coarse = layers_with(&graph, budget, &|_| false, None, None, 40);
+                let exact = layers_with(&graph, budget, &|_| false, None, None, usize::MAX);
                 check_partition(&graph, &coarse, budget);
                 check_partition(&graph, &exact, budget);
                 coarse_total += cost(&graph, &coarse);
@@ -1230,7 +1304,7 @@ mod coarsening_tests {
     fn small_graphs_are_merged_exactly() {
         let graph = random_graph(7, 200, 20);
         let via_default = default_layers(&graph, 10, &|_| false);
-        let exact = layers_with(&graph, 10, &|_| false, None, usize::MAX);
+        let exact = layers_with(&graph, 10, &|_| false, None, None, usize::MAX);
         assert_eq!(via_default, exact);
     }
 
@@ -1255,8 +1329,47 @@ mod coarsening_tests {
             .collect();
         coarsen(&graph, &mut fine, 50, None);
         assert_eq!(fine.iter().flatten().count(), 50);
-        let layers = layers_with(&graph, 8, &|_| false, None, 50);
+        let layers = layers_with(&graph, 8, &|_| false, None, None, 50);
         check_partition(&graph, &layers, 8);
+    }
+
+    #[test]
+    fn joined_classes_stay_together_through_coarsening() {
+        for seed in 1..=4 {
+            let graph = random_graph(seed, 300, 20);
+            // Three classes of scattered paths, the rest unclassed.
+            let classes: Vec<u32> = (0..graph.len())
+                .map(|i| if i % 5 == 0 { (i % 3) as u32 + 1 } else { 0 })
+                .collect();
+            for (exact, budget) in [(40, 8), (usize::MAX, 8), (40, 60)] {
+                let layers = layers_with(&graph, budget, &|_| false, None, Some(&classes), exact);
+                check_partition(&graph, &layers, budget);
+                for class in 1..=3 {
+                    let holding: Vec<usize> = layers
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, l)| {
+                            l.paths
+                                .iter()
+                                .any(|p| classes[graph.index_of(p).unwrap()] == class)
+                        })
+                        .map(|(k, _)| k)
+                        .collect();
+                    assert_eq!(holding.len(), 1, "seed {seed}, class {class}");
+                }
+            }
+            // Without classes the same graph spreads them over layers.
+            let plain = layers_with(&graph, 60, &|_| false, None, None, 40);
+            let spread = plain
+                .iter()
+                .filter(|l| {
+                    l.paths
+                        .iter()
+                        .any(|p| classes[graph.index_of(p).unwrap()] == 1)
+                })
+                .count();
+            assert!(spread > 1, "seed {seed}");
+        }
     }
 
     #[test]
@@ -1268,7 +1381,14 @@ mod coarsening_tests {
             .step_by(3)
             .map(|n| n.path.clone())
             .collect();
-        let layers = layers_with(&graph, 8, &|p| excluded.iter().any(|e| e == p), None, 30);
+        let layers = layers_with(
+            &graph,
+            8,
+            &|p| excluded.iter().any(|e| e == p),
+            None,
+            None,
+            30,
+        );
         assert!(layers.len() <= 8);
         let placed: Vec<&String> = layers.iter().flat_map(|l| &l.paths).collect();
         assert_eq!(placed.len(), graph.len() - excluded.len());

@@ -55,8 +55,31 @@
 //! how often packages changed more than once ([`Hints::shape`]); with
 //! every class at the overall mean this is `(c + k)/k` relative to a
 //! package never seen to change. When the counts look like every package
-//! changes about as often (few repeats), the hints change nothing:
+//! changes about as often (few repeats), the weights change nothing:
 //! learning from noise would only make the layering worse.
+//!
+//! # Layers the whole fleet shares
+//!
+//! A host that runs several images pulls a layer once however many images
+//! hold it, but only if they hold the *same* layer, the same set of store
+//! paths. Laid out one by one, images that share paths group them
+//! differently (each merges them with its own paths under its own budget
+//! pressure), and a new version of a shared path is pulled once per
+//! differing layer. So `default` with hints also starts from one layer per
+//! *class of shared packages* ([`Hints::shared_classes`]): the packages in
+//! at least four fifths of the file's images (and at least two), classed
+//! by their exact set of images. That set is what `images` records, the
+//! same in every image's layout, and every image of the set holds every
+//! package of the class, so each of them finds the same paths in the class
+//! and starts from the same layer; the greedy merge then goes on as
+//! without classes (it may still merge that layer with others when the
+//! budget is tight). Four fifths as measured (`scripts/layering-bench`):
+//! what nearly every image holds is the stable base (a libc, its closest
+//! libraries) that costs little as one layer, while also joining the
+//! packages shared by fewer images (from half of them) leaves less of the
+//! budget to the rest and moves the other merges: one fleet gained, the
+//! other lost more (a big path two of its images share ended up in
+//! different layers in the two). With a single image nothing is classed.
 //!
 //! # Format
 //!
@@ -78,8 +101,9 @@
 //! Learning is linear in the paths and references of the graphs; the file
 //! holds a few dozen bytes per package name, whatever the number of graphs.
 //! The weights take one pass over the packages (the class means) and one
-//! lookup per path of the graph laid out; the layering with them costs
-//! what it costs without (see [`super::default`]).
+//! lookup per path of the graph laid out, the shared classes one more
+//! lookup per path; the layering with them costs what it costs without
+//! (see [`super::default`]), plus one union of closures per classed path.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -401,6 +425,39 @@ impl Hints {
         (weights, known)
     }
 
+    /// How many of the file's images a package must be in for
+    /// [`Hints::shared_classes`] to class it: four fifths of them (10 of
+    /// 12), and at least two.
+    pub fn shared_threshold(&self) -> usize {
+        (self.images.len() * 4).div_ceil(5).max(2)
+    }
+
+    /// For every path of `graph` (indexed like its nodes), the class of the
+    /// paths that share its set of images, among the packages in at least
+    /// [`Hints::shared_threshold`] images: the same number for the same
+    /// set, 0 for the other paths and for packages the hints do not know.
+    ///
+    /// The set of images is the same in every image that holds the
+    /// package, so every image of the set finds the same paths in the
+    /// class: laid out as one layer, they make the same layer everywhere,
+    /// pulled once per change for the whole fleet instead of once per
+    /// image (see [`super::default`]).
+    pub fn shared_classes(&self, graph: &Graph) -> Vec<u32> {
+        let min = self.shared_threshold();
+        let mut ids: HashMap<&[usize], u32> = HashMap::new();
+        graph
+            .nodes()
+            .iter()
+            .map(|node| match self.packages.get(&package_key(&node.path).0) {
+                Some(p) if p.images.len() >= min => {
+                    let next = ids.len() as u32 + 1;
+                    *ids.entry(p.images.as_slice()).or_insert(next)
+                }
+                _ => 0,
+            })
+            .collect()
+    }
+
     /// Renders the hints file: deterministic, one package per line.
     pub fn to_json(&self) -> String {
         let s = |v: &str| Value::String(v.to_string()).to_string();
@@ -691,6 +748,56 @@ mod tests {
                 w[j]
             );
         }
+    }
+
+    #[test]
+    fn shared_classes_group_packages_by_their_set_of_images() {
+        let mut packages = BTreeMap::new();
+        // Five images: four fifths is four.
+        packages.insert("libc".to_string(), package(0, &[0, 1, 2, 3, 4]));
+        packages.insert("zlib".to_string(), package(2, &[0, 1, 2, 3, 4]));
+        packages.insert("perl".to_string(), package(0, &[0, 1, 2, 3]));
+        packages.insert("python".to_string(), package(0, &[1, 2, 3, 4]));
+        packages.insert("gtk".to_string(), package(0, &[0, 1, 2]));
+        packages.insert("app".to_string(), package(5, &[0]));
+        let hints = Hints {
+            graphs: 10,
+            images: (0..5).map(|i| format!("image{i}")).collect(),
+            packages,
+        };
+        assert_eq!(hints.shared_threshold(), 4);
+        let names = ["libc", "zlib", "perl", "python", "gtk", "app", "unknown"];
+        let graph = graph_of(&names);
+        let classes = hints.shared_classes(&graph);
+        let of = |name: &str| {
+            let i = graph
+                .nodes()
+                .iter()
+                .position(|n| n.path.ends_with(&format!("-{name}-1.0")))
+                .unwrap();
+            classes[i]
+        };
+        // The same set of images, whatever the changes: one class.
+        assert_ne!(of("libc"), 0);
+        assert_eq!(of("libc"), of("zlib"));
+        // Four images each, but not the same four.
+        assert_ne!(of("perl"), 0);
+        assert_ne!(of("python"), 0);
+        assert_ne!(of("perl"), of("python"));
+        assert_ne!(of("perl"), of("libc"));
+        // Too few images, or unknown.
+        assert_eq!((of("gtk"), of("app"), of("unknown")), (0, 0, 0));
+        // One image: nothing is shared.
+        let single = Hints {
+            images: vec!["x".to_string()],
+            ..two_images()
+        };
+        assert_eq!(single.shared_threshold(), 2);
+        let mut single = single;
+        for p in single.packages.values_mut() {
+            p.images = vec![0];
+        }
+        assert!(single.shared_classes(&graph).iter().all(|&c| c == 0));
     }
 
     #[test]

@@ -157,7 +157,8 @@ pub fn plan_with_hints(
         Strategy::Default => match hints {
             Some(hints) => {
                 let (weights, _) = hints.weights(graph);
-                default::layers_weighted(graph, budget()?, &excluded, Some(&weights))
+                let classes = hints.shared_classes(graph);
+                default::layers_classed(graph, budget()?, &excluded, Some(&weights), &classes)
             }
             None => default::default_layers(graph, budget()?, &excluded),
         },
