@@ -291,6 +291,11 @@ let
             PATH=${pathWith [ ]}
             out=$(sed -n 's/.*"outputs":{"out":"\([^"]*\)".*/\1/p' "$NIX_ATTRS_JSON_FILE")
             cp "$NIX_ATTRS_JSON_FILE" "$out"
+            # The shell, not cp, ends the build: left last, cp is exec'd by
+            # the shell, closes its stderr before it exits, and Nix 2.8 takes
+            # the log's end for the builder's and may kill it with SIGKILL
+            # first ("failed due to signal 9", NixOS/nix#2176).
+            exit 0
           ''
         ];
         exportReferencesGraph.graph = [ closureRoot ];
