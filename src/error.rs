@@ -91,6 +91,21 @@ pub enum Error {
         /// Size of what was streamed.
         actual: u64,
     },
+    /// A layer's bytes differ from what its record in the record cache
+    /// says, though its files kept their identities.
+    #[error("layer {layer}: {what} is {actual}, but the record cache's entry {entry:?} records {expected}; a store file changed and kept its inode, size, mtime and ctime: remove the entry")]
+    CachedRecordMismatch {
+        /// 1-based layer number in the image.
+        layer: usize,
+        /// The record cache's entry.
+        entry: PathBuf,
+        /// What was compared.
+        what: String,
+        /// The recorded digest and size.
+        expected: String,
+        /// The digest and size of the bytes produced.
+        actual: String,
+    },
     /// A layer's bytes differ from what the spec's `store_layer_digests`
     /// records for it: the store changed since the record was taken.
     #[error("layer {layer}: {what} is {actual}, but {key} records {expected}; the store changed since stream-layered-image digest ran, so the record is stale: run it again")]

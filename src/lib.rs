@@ -38,6 +38,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod pycompat;
 pub mod record;
+pub mod record_cache;
 pub mod registry;
 pub mod sbom;
 pub mod sink;

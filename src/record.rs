@@ -61,6 +61,9 @@ pub struct LayerRecord {
     pub xxh3: Option<u128>,
     /// The blob of each compression recorded, in the record's order.
     pub blobs: Vec<(Compression, BlobRef)>,
+    /// Where the record came from when not from the spec: its entry in
+    /// the record cache ([`crate::record_cache`]).
+    pub cached: Option<std::path::PathBuf>,
 }
 
 impl LayerRecord {
@@ -243,6 +246,7 @@ pub fn parse(path: &Path, value: &PyValue) -> Result<Option<Vec<LayerRecord>>> {
             size,
             xxh3,
             blobs,
+            cached: None,
         });
     }
     Ok(Some(records))
@@ -364,6 +368,7 @@ pub fn compute(spec: &Spec, index: usize, compressions: &[Compression]) -> Resul
         size: fanout.count,
         xxh3: sums.xxh3,
         blobs,
+        cached: None,
     })
 }
 
@@ -443,6 +448,7 @@ mod tests {
                     size: 99,
                 },
             )],
+            cached: None,
         };
         let text = format!("[{}]", record.to_json());
         let value = crate::pycompat::json::loads(text.as_bytes()).unwrap();

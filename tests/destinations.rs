@@ -231,11 +231,10 @@ fn eight_concurrent_pushes_sharing_one_cache() {
     let cache = tempfile::tempdir().unwrap();
     eight_pushes(Some(cache.path()));
     // Every entry is whole, and no temporary file is left.
-    for entry in fs::read_dir(cache.path()).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for entry in clients::blob_cache_entries(cache.path()) {
+        let name = entry.file_name().unwrap().to_string_lossy().into_owned();
         assert!(!name.starts_with('.'), "left behind: {name}");
-        let json: serde_json::Value = serde_json::from_slice(&fs::read(entry.path()).unwrap())
+        let json: serde_json::Value = serde_json::from_slice(&fs::read(&entry).unwrap())
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(json["check"].is_string(), "{name}: {json}");
     }
@@ -271,10 +270,7 @@ fn a_damaged_cache_entry_is_not_trusted() {
     // Point every entry at another blob the registry holds (the first
     // layer's), as a damaged or hand-edited cache might: trusted, it would
     // make the manifest name the wrong blob.
-    let entries: Vec<PathBuf> = fs::read_dir(&cache)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let entries = clients::blob_cache_entries(&cache);
     assert_eq!(entries.len(), 3);
     let digests: Vec<String> = entries
         .iter()
@@ -329,15 +325,14 @@ fn a_push_killed_while_it_writes_the_cache_leaves_it_sound() {
         std::thread::sleep(Duration::from_millis(delay_ms));
         let _ = child.kill();
         let _ = child.wait();
-        if let Ok(entries) = fs::read_dir(&cache) {
-            for entry in entries {
-                let entry = entry.unwrap();
-                let name = entry.file_name().to_string_lossy().into_owned();
+        if cache.exists() {
+            for entry in clients::blob_cache_entries(&cache) {
+                let name = entry.file_name().unwrap().to_string_lossy().into_owned();
                 if name.starts_with('.') {
                     // A temporary file of the killed push: never read.
                     continue;
                 }
-                let bytes = fs::read(entry.path()).unwrap();
+                let bytes = fs::read(&entry).unwrap();
                 let json: serde_json::Value = serde_json::from_slice(&bytes)
                     .unwrap_or_else(|e| panic!("round {round}: {name} is not whole: {e}"));
                 assert!(json["check"].is_string(), "{name}");

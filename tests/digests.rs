@@ -701,6 +701,16 @@ sys.exit(child.wait())
 /// Pushes `spec` (plain progress lines, no credentials of the user's),
 /// returning the output and the child's I/O counters.
 fn push_counted(spec: &Path, target: &str, dir: &Path) -> (Output, Vec<(String, u64)>) {
+    push_counted_with(spec, target, dir, &[])
+}
+
+/// [`push_counted`] with `extra` arguments.
+fn push_counted_with(
+    spec: &Path,
+    target: &str,
+    dir: &Path,
+    extra: &[&dyn AsRef<std::ffi::OsStr>],
+) -> (Output, Vec<(String, u64)>) {
     let io = dir.join("push.io");
     let home = tempfile::tempdir().unwrap();
     let mut cmd = Command::new("python3");
@@ -717,8 +727,11 @@ fn push_counted(spec: &Path, target: &str, dir: &Path) -> (Output, Vec<(String, 
             "gzip",
             "--push",
             target,
-        ])
-        .stdin(Stdio::null())
+        ]);
+    for a in extra {
+        cmd.arg(a);
+    }
+    cmd.stdin(Stdio::null())
         .env("HOME", home.path())
         .env_remove("REGISTRY_AUTH_FILE")
         .env_remove("DOCKER_CONFIG")
@@ -896,4 +909,186 @@ fn a_stale_record_fails_a_push_and_leaves_no_tag() {
         "more than the two good layers completed:\n{}",
         completed.join("\n")
     );
+}
+
+// ---------------------------------------------------------------------------
+// Records from the cache (--cache, a spec without records)
+
+/// The `record cache: ...` progress line of a run.
+fn cache_line(out: &Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr);
+    err.lines()
+        .find_map(|l| l.split("] record cache: ").nth(1))
+        .unwrap_or_else(|| panic!("no record cache line in:\n{err}"))
+        .to_owned()
+}
+
+/// A push with --cache learns each layer's record; the next push of the
+/// unchanged store reads no store file (the directories are listed and
+/// the files looked at, not read), and one after a change reads only the
+/// changed layer. Each pushes the manifest a push without the cache does.
+#[test]
+fn the_record_cache_makes_repushes_read_only_changed_layers() {
+    let Some(registry) = LoggingRegistry::start_for(
+        "the_record_cache_makes_repushes_read_only_changed_layers",
+        &["docker-registry", "python3"],
+    ) else {
+        return;
+    };
+    let s = Store::new();
+    let spec = s.spec();
+    let cache = s.file("cache");
+    let target = registry.target("cached:1");
+    let with_cache: [&dyn AsRef<std::ffi::OsStr>; 2] = [&"--cache", &cache];
+
+    let (first, io_first) = push_counted_with(&spec, &target, s.dir.path(), &with_cache);
+    assert_ok(&first);
+    assert_eq!(
+        cache_line(&first),
+        "0 of 3 store layers known, 3 hashed now"
+    );
+    assert!(counter(&io_first, "rchar") > 12 << 20, "{io_first:?}");
+    let uploads = registry.uploads();
+    assert_eq!(uploads, 4, "three layers and the config");
+
+    let (again, io_again) = push_counted_with(&spec, &target, s.dir.path(), &with_cache);
+    assert_ok(&again);
+    assert_eq!(
+        cache_line(&again),
+        "3 of 3 store layers known, 0 hashed now"
+    );
+    assert_eq!(registry.uploads(), uploads, "{}", registry.log());
+    assert_eq!(pushed_manifest(&again), pushed_manifest(&first));
+    let rchar = counter(&io_again, "rchar");
+    assert!(rchar < 2 << 20, "the re-push read {rchar} bytes");
+
+    // A new app: its layer alone is hashed and uploaded.
+    fs::write(
+        s.path("aaaa-app").join("bin/app"),
+        b"#!/bin/sh\necho app 2\n",
+    )
+    .unwrap();
+    let (changed, io) = push_counted_with(&spec, &target, s.dir.path(), &with_cache);
+    assert_ok(&changed);
+    assert_eq!(
+        cache_line(&changed),
+        "2 of 3 store layers known, 1 hashed now"
+    );
+    assert_eq!(registry.uploads() - uploads, 2, "{}", registry.log());
+    assert!(counter(&io, "rchar") < 2 << 20, "{io:?}");
+    let (plain, _) = push_counted(&spec, &registry.target("plain:1"), s.dir.path());
+    assert_ok(&plain);
+    assert_eq!(pushed_manifest(&changed), pushed_manifest(&plain));
+}
+
+/// Archives written with the cache are the bytes of those without, when
+/// the records are taken, found, rewritten after damage, or taken again
+/// after a file changed; an entry whose record is wrong for bytes that
+/// kept their identity fails the layer, naming the entry.
+#[test]
+fn the_record_cache_keeps_the_bytes_and_distrusts_bad_entries() {
+    let s = Store::new();
+    let spec = s.spec();
+    let cache = s.file("cache");
+    let entries = || -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = fs::read_dir(cache.join("records"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v
+    };
+    let plain = tool(&[&spec, &"-q"]);
+    assert_ok(&plain);
+    let cached = |name: &str| -> Output {
+        let out = tool(&[
+            &spec,
+            &"--progress",
+            &"plain",
+            &"--cache",
+            &cache,
+            &"-o",
+            &s.file(name),
+        ]);
+        assert_ok(&out);
+        assert!(
+            fs::read(s.file(name)).unwrap() == plain.stdout,
+            "{name}: other bytes"
+        );
+        out
+    };
+    assert_eq!(
+        cache_line(&cached("taken.tar")),
+        "0 of 3 store layers known, 3 hashed now"
+    );
+    assert_eq!(entries().len(), 3);
+    assert_eq!(
+        cache_line(&cached("found.tar")),
+        "3 of 3 store layers known, 0 hashed now"
+    );
+
+    // Damaged entries: each a warning, the layer hashed again.
+    for entry in entries() {
+        fs::write(&entry, b"{\"key\": 1").unwrap();
+    }
+    let out = cached("damaged.tar");
+    assert_eq!(cache_line(&out), "0 of 3 store layers known, 3 hashed now");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.matches("warning: record cache: ignoring").count(),
+        3,
+        "{err}"
+    );
+    assert_eq!(
+        cache_line(&cached("rewritten.tar")),
+        "3 of 3 store layers known, 0 hashed now"
+    );
+
+    // A changed file has another ctime: its layer gets a new entry.
+    make_stale(&s);
+    let plain = tool(&[&spec, &"-q"]);
+    assert_ok(&plain);
+    let out = tool(&[
+        &spec,
+        &"--progress",
+        &"plain",
+        &"--cache",
+        &cache,
+        &"-o",
+        &s.file("changed.tar"),
+    ]);
+    assert_ok(&out);
+    assert_eq!(cache_line(&out), "2 of 3 store layers known, 1 hashed now");
+    assert!(fs::read(s.file("changed.tar")).unwrap() == plain.stdout);
+    assert_eq!(entries().len(), 4);
+
+    // An entry that is wrong for its layer's bytes: the streamed layer is
+    // checked against it, and fails.
+    let newest = entries()
+        .into_iter()
+        .max_by_key(|e| fs::metadata(e).unwrap().modified().unwrap())
+        .unwrap();
+    let mut record: Value = serde_json::from_slice(&fs::read(&newest).unwrap()).unwrap();
+    record["xxh3_128"] = Value::from("0".repeat(32));
+    fs::write(&newest, record.to_string()).unwrap();
+    let target = s.file("wrong.tar");
+    let out = tool(&[&spec, &"-q", &"--cache", &cache, &"-o", &target]);
+    let name = newest.file_name().unwrap().to_str().unwrap().to_owned();
+    assert_one_line_error(
+        &out,
+        &[
+            "layer 2:",
+            "its XXH3-128",
+            "record cache",
+            &name,
+            "remove the entry",
+        ],
+    );
+    assert!(!target.exists());
+
+    // A cache that cannot be made: one line naming it.
+    let file = s.file("not-a-dir");
+    fs::write(&file, b"").unwrap();
+    let out = tool(&[&spec, &"-q", &"--cache", &file]);
+    assert_one_line_error(&out, &["not-a-dir", "record cache"]);
 }

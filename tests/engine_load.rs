@@ -787,6 +787,37 @@ fn thin_load_with_layer_records() {
     runs(&p.tag_b);
 }
 
+/// With `--cache` and no records in the spec, loading A fills the record
+/// cache; B after it is thin, hashes only its new layer, and gives the
+/// full archive's image.
+#[test]
+fn thin_load_with_the_record_cache() {
+    let test = "thin_load_with_the_record_cache";
+    let Some(root) = docker_fixture_root(test) else {
+        return;
+    };
+    let dir = scratch(test);
+    let (p, _loaded) = docker_pair(root, dir.path(), 11);
+    let full = dir.path().join("b.tar");
+    tool_ok(root, &p.b, &["-o", full.to_str().unwrap()], &[]);
+    let cache = dir.path().join("cache");
+    let cache = cache.to_str().unwrap();
+    tool_ok(root, &p.a, &["--load", "--cache", cache], &[]);
+    let stderr = tool_ok(root, &p.b, &["--load", "--cache", cache], &[]);
+    // A's two store layers known, B's new one hashed.
+    assert!(
+        stderr.contains("record cache: 2 of 3 store layers known, 1 hashed now"),
+        "{stderr}"
+    );
+    assert_eq!(skipped_layers(&stderr), ["1/4", "2/4"], "{stderr}");
+    assert!(
+        !stderr.contains("hashing layer 1/4") && !stderr.contains("hashing layer 2/4"),
+        "layers known from the cache are not hashed:\n{stderr}"
+    );
+    assert_docker_has_the_archives_image(&p.tag_b, &full);
+    runs(&p.tag_b);
+}
+
 /// A store file that changes while a `--load` streams it stops the run,
 /// and the engine, whose body is cut short, loads nothing. A socket in
 /// front of the engine's passes the first MiB of the load on, then holds

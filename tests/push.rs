@@ -313,8 +313,9 @@ fn push_to_a_stopped_registry_fails_clearly() {
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
 }
 
-/// The cache: a re-push of unchanged layers reads them (for their
-/// diff_ids) but neither compresses nor uploads them; a push of the same
+/// The cache: a re-push of unchanged layers neither compresses nor
+/// uploads them (nor reads them: their records are in the cache too, see
+/// tests/digests.rs); a push of the same
 /// layers to another repository mounts them; a registry that lacks a
 /// cached blob gets it uploaded.
 #[test]
@@ -334,9 +335,9 @@ fn cache_skips_uploads_and_mounts_across_repositories() {
     assert_ok(&push_with(&spec, &target, &args, &[]));
     assert_eq!(registry.uploads(), 3);
     assert_eq!(registry.patches(), 3, "one chunk each");
-    let entries: Vec<String> = fs::read_dir(&cache)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+    let entries: Vec<String> = clients::blob_cache_entries(&cache)
+        .iter()
+        .map(|e| e.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
     assert_eq!(entries.len(), 2, "one entry per layer: {entries:?}");
     assert!(

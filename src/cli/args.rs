@@ -145,9 +145,10 @@ pub struct BuildArgs {
     #[arg(long, value_name = "DIR")]
     pub cert_dir: Option<PathBuf>,
 
-    /// For --push: remember which compressed blob each layer became; an
-    /// unchanged layer the registry has is then neither compressed nor
-    /// uploaded, and a new one is compressed once.
+    /// Remember each store layer's record (its digests, found again by its
+    /// files' inodes, sizes and times) and, for --push, which compressed
+    /// blob it became: an unchanged layer that the registry or the engine
+    /// has is then not read at all, and a new one is read once.
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
 

@@ -12,6 +12,7 @@ use stream_layered_image::compress::Compression;
 use stream_layered_image::engine::Docker;
 use stream_layered_image::pipeline::{self, Options, Plan, Summary};
 use stream_layered_image::progress::{Mode, Progress};
+use stream_layered_image::record_cache;
 use stream_layered_image::registry::Target;
 use stream_layered_image::sink::docker_archive::DockerArchive;
 use stream_layered_image::sink::engine::{DockerLoad, PodmanLoad};
@@ -74,13 +75,8 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         }
         (_, None, None) => Stream::Stdout,
     };
-    if args.push.is_empty()
-        && (args.creds.is_some()
-            || args.insecure
-            || args.cert_dir.is_some()
-            || args.cache.is_some())
-    {
-        bail!("--creds, --insecure, --cert-dir and --cache apply to --push only");
+    if args.push.is_empty() && (args.creds.is_some() || args.insecure || args.cert_dir.is_some()) {
+        bail!("--creds, --insecure and --cert-dir apply to --push only");
     }
     let Some(spec_path) = args.specs.first() else {
         bail!("no spec file given; see --help");
@@ -124,8 +120,11 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         }
         return run_multi_platform(&args, format, stream, compression, targets, sbom);
     }
-    let spec = Spec::load(spec_path)?;
+    let mut spec = Spec::load(spec_path)?;
     let progress = progress_of(&args);
+    if let Some(cache) = &args.cache {
+        remember_records(&mut spec, cache, compression, &progress)?;
+    }
     let repo_tag = args.repo_tag.clone().or_else(|| {
         // A spec without a repo_tag can still be pushed: the image is then
         // named after its first registry.
@@ -224,6 +223,28 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         file.write_all(&document.bytes)
             .map_err(|e| Error::io(path, "writing", e))?;
         file.commit()?;
+    }
+    Ok(())
+}
+
+/// With `--cache`: records for the spec's store layers from the record
+/// cache, the missing ones hashed now (see [`record_cache`]).
+fn remember_records(
+    spec: &mut Spec,
+    cache: &Path,
+    compression: Compression,
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    let layers = spec.store_layers.len();
+    let filled = record_cache::fill(spec, cache, compression)?;
+    for warning in &filled.warnings {
+        progress.warning(format_args!("{warning}"));
+    }
+    if filled.found + filled.hashed > 0 {
+        progress.line(format_args!(
+            "record cache: {} of {layers} store layers known, {} hashed now",
+            filled.found, filled.hashed
+        ));
     }
     Ok(())
 }
@@ -355,11 +376,17 @@ fn run_multi_platform(
              use --format oci-archive, --format oci-dir DIR or --push"
         );
     }
-    let specs = args
+    let mut specs = args
         .specs
         .iter()
         .map(|p| Spec::load(p))
         .collect::<stream_layered_image::Result<Vec<_>>>()?;
+    let progress = progress_of(args);
+    if let Some(cache) = &args.cache {
+        for spec in specs.iter_mut() {
+            remember_records(spec, cache, compression, &progress)?;
+        }
+    }
     let first_target = targets
         .first()
         .map(|t| format!("{}/{}:{}", t.host, t.repo, t.tag));
@@ -393,7 +420,6 @@ fn run_multi_platform(
     }
     let tag = plans[0].repo_tag_text()?;
     let mtime = plans[0].mtime();
-    let progress = progress_of(args);
     let mut registries = targets
         .into_iter()
         .map(RegistrySink::multi_platform)

@@ -186,6 +186,7 @@ impl Source<'_> {
     pub fn check_hashed(&self, cx: &Context<'_>, hashed: &Hashed, layer_no: usize) -> Result<()> {
         match self.recorded(cx, None) {
             Some(record) => self.check_record(
+                cx,
                 &record,
                 layer_no,
                 "its diff_id",
@@ -199,6 +200,7 @@ impl Source<'_> {
     /// Compares what a layer's bytes turned out to be with its record.
     fn check_record(
         &self,
+        cx: &Context<'_>,
         hashed: &Hashed,
         layer_no: usize,
         what: &str,
@@ -209,11 +211,12 @@ impl Source<'_> {
             return Ok(());
         }
         let show = |(digest, size): (Sha256Digest, u64)| format!("sha256:{digest} ({size} bytes)");
-        Err(self.record_mismatch(hashed, layer_no, what, show(expected), show(actual)))
+        Err(self.record_mismatch(cx, hashed, layer_no, what, show(expected), show(actual)))
     }
 
     fn record_mismatch(
         &self,
+        cx: &Context<'_>,
         hashed: &Hashed,
         layer_no: usize,
         what: &str,
@@ -224,6 +227,21 @@ impl Source<'_> {
             Source::Store { index, .. } => *index,
             _ => hashed.recorded.unwrap_or_default(),
         };
+        let cached = cx
+            .spec
+            .store_layer_digests
+            .as_ref()
+            .and_then(|r| r.get(index))
+            .and_then(|r| r.cached.clone());
+        if let Some(entry) = cached {
+            return Error::CachedRecordMismatch {
+                layer: layer_no,
+                entry,
+                what: what.to_owned(),
+                expected,
+                actual,
+            };
+        }
         Error::RecordMismatch {
             layer: layer_no,
             key: format!("{}[{index}]", crate::record::SPEC_KEY),
@@ -395,6 +413,7 @@ impl Source<'_> {
         let plain = self.produce_blob_checked(cx, hashed, compression, layer_no, &mut hashing)?;
         let (digest, size, _) = hashing.finish();
         self.check_record(
+            cx,
             hashed,
             layer_no,
             &format!("its {} blob", crate::record::compression_name(compression)),
@@ -496,6 +515,7 @@ impl Source<'_> {
                 return Ok(());
             }
             return Err(self.record_mismatch(
+                cx,
                 hashed,
                 layer_no,
                 "its XXH3-128",
@@ -504,6 +524,7 @@ impl Source<'_> {
             ));
         }
         self.check_record(
+            cx,
             hashed,
             layer_no,
             "its diff_id",

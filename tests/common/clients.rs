@@ -584,3 +584,16 @@ pub fn tree_diff(expected: &BTreeMap<PathBuf, Entry>, actual: &BTreeMap<PathBuf,
     }
     diff
 }
+
+/// The push cache's blob entries in `cache`, sorted: its files (the layer
+/// records have a directory of their own, `records`).
+pub fn blob_cache_entries(cache: &Path) -> Vec<PathBuf> {
+    let mut entries: Vec<PathBuf> = fs::read_dir(cache)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    entries
+}
