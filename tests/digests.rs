@@ -758,11 +758,19 @@ fn counter(counters: &[(String, u64)], name: &str) -> u64 {
 
 /// The manifest digest a push reported.
 fn pushed_manifest(out: &Output) -> String {
+    let rest = after_marker(out, "pushed sha256:");
+    rest.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// What follows `marker` on the first stderr line of `out` that holds it.
+fn after_marker(out: &Output, marker: &str) -> String {
     let err = String::from_utf8_lossy(&out.stderr);
     err.lines()
-        .find_map(|l| l.split("pushed sha256:").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no \"pushed\" line in:\n{err}"))
+        .find_map(|l| l.split(marker).nth(1))
+        .unwrap_or_else(|| panic!("no {marker:?} in:\n{err}"))
         .to_owned()
 }
 
@@ -916,11 +924,7 @@ fn a_stale_record_fails_a_push_and_leaves_no_tag() {
 
 /// The `record cache: ...` progress line of a run.
 fn cache_line(out: &Output) -> String {
-    let err = String::from_utf8_lossy(&out.stderr);
-    err.lines()
-        .find_map(|l| l.split("] record cache: ").nth(1))
-        .unwrap_or_else(|| panic!("no record cache line in:\n{err}"))
-        .to_owned()
+    after_marker(out, "] record cache: ")
 }
 
 /// A push with --cache learns each layer's record; the next push of the

@@ -766,8 +766,6 @@ fn thin_load_with_layer_records() {
     };
     let dir = scratch(test);
     let (p, _loaded) = docker_pair(root, dir.path(), 10);
-    let full = dir.path().join("b.tar");
-    tool_ok(root, &p.b, &["-o", full.to_str().unwrap()], &[]);
     let mut cmd = fixtures::store_namespace_command(root, TOOL);
     cmd.arg("digest").arg(&p.b);
     let records: Value = serde_json::from_slice(&run(&mut cmd).stdout).expect("records");
@@ -778,11 +776,19 @@ fn thin_load_with_layer_records() {
 
     tool_ok(root, &p.a, &["--load"], &[]);
     let stderr = tool_ok(root, &with_records, &["--load"], &[]);
-    assert_eq!(skipped_layers(&stderr), ["1/4", "2/4"], "{stderr}");
+    assert_thin_load_of_b(root, &p, dir.path(), &stderr);
+}
+
+/// B's load skipped A's two layers without hashing them, and gave the
+/// image of B's full archive, which runs.
+fn assert_thin_load_of_b(root: &Path, p: &Pair, dir: &Path, stderr: &str) {
+    assert_eq!(skipped_layers(stderr), ["1/4", "2/4"], "{stderr}");
     assert!(
         !stderr.contains("hashing layer 1/4") && !stderr.contains("hashing layer 2/4"),
-        "recorded layers are not hashed:\n{stderr}"
+        "layers known from their records are not hashed:\n{stderr}"
     );
+    let full = dir.join("b.tar");
+    tool_ok(root, &p.b, &["-o", full.to_str().unwrap()], &[]);
     assert_docker_has_the_archives_image(&p.tag_b, &full);
     runs(&p.tag_b);
 }
@@ -798,8 +804,6 @@ fn thin_load_with_the_record_cache() {
     };
     let dir = scratch(test);
     let (p, _loaded) = docker_pair(root, dir.path(), 11);
-    let full = dir.path().join("b.tar");
-    tool_ok(root, &p.b, &["-o", full.to_str().unwrap()], &[]);
     let cache = dir.path().join("cache");
     let cache = cache.to_str().unwrap();
     tool_ok(root, &p.a, &["--load", "--cache", cache], &[]);
@@ -809,13 +813,7 @@ fn thin_load_with_the_record_cache() {
         stderr.contains("record cache: 2 of 3 store layers known, 1 hashed now"),
         "{stderr}"
     );
-    assert_eq!(skipped_layers(&stderr), ["1/4", "2/4"], "{stderr}");
-    assert!(
-        !stderr.contains("hashing layer 1/4") && !stderr.contains("hashing layer 2/4"),
-        "layers known from the cache are not hashed:\n{stderr}"
-    );
-    assert_docker_has_the_archives_image(&p.tag_b, &full);
-    runs(&p.tag_b);
+    assert_thin_load_of_b(root, &p, dir.path(), &stderr);
 }
 
 /// A store file that changes while a `--load` streams it stops the run,
