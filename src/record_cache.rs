@@ -195,7 +195,11 @@ fn read_entry(path: &Path, key: &str) -> std::result::Result<Option<LayerRecord>
 }
 
 fn write_entry(path: &Path, record: &LayerRecord) -> Result<()> {
-    let temp = path.with_extension(format!("tmp-{}", std::process::id()));
+    // Unique per process and per write: two layers of one spec can have
+    // the same paths, and so the same entry.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let temp = path.with_extension(format!("tmp-{}-{n}", std::process::id()));
     let text = format!("{}\n", record.to_json());
     fs::write(&temp, text)
         .and_then(|()| fs::rename(&temp, path))
@@ -203,4 +207,87 @@ fn write_entry(path: &Path, record: &LayerRecord) -> Result<()> {
             let _ = fs::remove_file(&temp);
             Error::io(path, "writing the record cache entry", e)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A store of one path with a file and a symlink, and its spec.
+    fn store() -> (tempfile::TempDir, Spec) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let p = store.join("aaaa-app");
+        fs::create_dir_all(&p).unwrap();
+        fs::write(p.join("data"), b"one").unwrap();
+        std::os::unix::fs::symlink("data", p.join("link")).unwrap();
+        let spec = dir.path().join("spec.json");
+        fs::write(
+            &spec,
+            serde_json::json!({
+                "architecture": "amd64", "config": {}, "created": "1970-01-01T00:00:01Z",
+                "store_dir": store, "store_layers": [[p]], "repo_tag": "x:1",
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let spec = Spec::load(&spec).unwrap();
+        (dir, spec)
+    }
+
+    fn print(spec: &Spec) -> String {
+        fingerprint(
+            spec,
+            0,
+            &walk::walk_paths(&spec.store_layer_paths[0]).unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_fingerprint_changes_with_any_file_identity() {
+        let (dir, spec) = store();
+        let p = dir.path().join("store/aaaa-app");
+        let first = print(&spec);
+        assert_eq!(print(&spec), first, "the same files, the same fingerprint");
+
+        // The same bytes written again: another ctime.
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        fs::write(p.join("data"), b"one").unwrap();
+        let rewritten = print(&spec);
+        assert_ne!(rewritten, first);
+        // A mode, a symlink's target, a new file.
+        fs::set_permissions(p.join("data"), fs::Permissions::from_mode(0o600)).unwrap();
+        let chmod = print(&spec);
+        assert_ne!(chmod, rewritten);
+        fs::remove_file(p.join("link")).unwrap();
+        std::os::unix::fs::symlink("other", p.join("link")).unwrap();
+        let relinked = print(&spec);
+        assert_ne!(relinked, chmod);
+        fs::write(p.join("new"), b"").unwrap();
+        assert_ne!(print(&spec), relinked);
+    }
+
+    #[test]
+    fn fill_takes_records_then_finds_them() {
+        let (dir, mut spec) = store();
+        let cache = dir.path().join("cache");
+        let taken = fill(&mut spec, &cache, Compression::None).unwrap();
+        assert_eq!((taken.found, taken.hashed), (0, 1));
+        let record = spec.store_layer_digests.take().unwrap().remove(0);
+        assert_eq!(
+            record.to_json(),
+            record::compute(&spec, 0, &[]).unwrap().to_json()
+        );
+        let found = fill(&mut spec, &cache, Compression::None).unwrap();
+        assert_eq!((found.found, found.hashed), (1, 0));
+        let again = &spec.store_layer_digests.as_ref().unwrap()[0];
+        assert_eq!(again.to_json(), record.to_json());
+        assert!(again.cached.is_some());
+        // A spec's own records are left alone.
+        assert_eq!(
+            fill(&mut spec, &cache, Compression::None).unwrap(),
+            Filled::default()
+        );
+    }
 }
