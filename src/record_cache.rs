@@ -195,18 +195,8 @@ fn read_entry(path: &Path, key: &str) -> std::result::Result<Option<LayerRecord>
 }
 
 fn write_entry(path: &Path, record: &LayerRecord) -> Result<()> {
-    // Unique per process and per write: two layers of one spec can have
-    // the same paths, and so the same entry.
-    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let temp = path.with_extension(format!("tmp-{}-{n}", std::process::id()));
     let text = format!("{}\n", record.to_json());
-    fs::write(&temp, text)
-        .and_then(|()| fs::rename(&temp, path))
-        .map_err(|e| {
-            let _ = fs::remove_file(&temp);
-            Error::io(path, "writing the record cache entry", e)
-        })
+    crate::registry::cache::write_whole(path, text.as_bytes(), "writing the record cache entry")
 }
 
 #[cfg(test)]

@@ -125,21 +125,33 @@ impl Cache {
             "repositories": repositories,
         });
         let path = self.path(diff_id, compression);
-        static SEQUENCE: AtomicU64 = AtomicU64::new(0);
-        let temp = self.dir.join(format!(
-            ".{}.{}-{}.tmp",
-            path.file_name().expect("a file name").to_string_lossy(),
-            std::process::id(),
-            SEQUENCE.fetch_add(1, Ordering::Relaxed)
-        ));
-        let written = std::fs::write(&temp, serde_json::to_vec(&doc).expect("plain JSON"))
-            .and_then(|()| std::fs::rename(&temp, &path));
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&temp);
-            return Err(Error::io(&path, "writing a cache entry", e));
-        }
-        Ok(())
+        write_whole(
+            &path,
+            &serde_json::to_vec(&doc).expect("plain JSON"),
+            "writing a cache entry",
+        )
     }
+}
+
+/// Writes `bytes` to `path` through a hidden temporary file beside it,
+/// renamed into place: a reader sees the old file, the new one or none,
+/// never part of one, even when the writer is killed. The temporary name
+/// is unique per process and per write, so concurrent writers of the same
+/// entry (processes, or threads of one) leave one of theirs whole.
+pub(crate) fn write_whole(path: &Path, bytes: &[u8], what: &'static str) -> Result<()> {
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    let temp = path.with_file_name(format!(
+        ".{}.{}-{}.tmp",
+        path.file_name().expect("a file name").to_string_lossy(),
+        std::process::id(),
+        SEQUENCE.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = std::fs::write(&temp, bytes).and_then(|()| std::fs::rename(&temp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(Error::io(path, what, e));
+    }
+    Ok(())
 }
 
 /// A checksum over what an entry claims.
