@@ -332,6 +332,17 @@ pub fn compute(spec: &Spec, index: usize, compressions: &[Compression]) -> Resul
         })
     })?;
     let entries = walk::walk_paths(paths)?;
+    compute_walked(spec, index, &entries, compressions)
+}
+
+/// [`compute`] of store layer `index`, already walked as `entries`.
+pub fn compute_walked(
+    spec: &Spec,
+    index: usize,
+    entries: &[walk::Entry],
+    compressions: &[Compression],
+) -> Result<LayerRecord> {
+    let paths = &spec.store_layer_paths[index];
     let parents = walk::store_parents(&spec.store_dir);
     let mut unique: Vec<Compression> = Vec::new();
     for c in compressions {
@@ -351,7 +362,7 @@ pub fn compute(spec: &Spec, index: usize, compressions: &[Compression]) -> Resul
     let mut hasher = LayerHasher::new(true, true);
     layer::encode(
         &parents,
-        &entries,
+        entries,
         &spec.stamp,
         Contents::Hash(&mut hasher),
         &mut fanout,

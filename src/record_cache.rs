@@ -64,8 +64,9 @@ fn records_dir(cache: &Path) -> PathBuf {
     cache.join("records")
 }
 
-/// The fingerprint of store layer `index` of `spec`, walked as `entries`.
-pub fn fingerprint(spec: &Spec, index: usize, entries: &[Entry]) -> String {
+/// The fingerprint of a store layer whose [`layer_key`] is `key`, walked
+/// as `entries`.
+pub fn fingerprint(key: &str, entries: &[Entry]) -> String {
     let mut hasher = sha2::Sha256::new();
     let mut field = |bytes: &[u8]| {
         hasher.update((bytes.len() as u64).to_le_bytes());
@@ -73,7 +74,7 @@ pub fn fingerprint(spec: &Spec, index: usize, entries: &[Entry]) -> String {
     };
     field(b"stream-layered-image layer fingerprint 1");
     field(env!("CARGO_PKG_VERSION").as_bytes());
-    field(layer_key(&spec.store_dir, &spec.store_layer_paths[index], &spec.stamp).as_bytes());
+    field(key.as_bytes());
     for entry in entries {
         field(&entry.path);
         field(&entry.mode.to_le_bytes());
@@ -147,8 +148,8 @@ enum Outcome {
 
 fn layer_record(spec: &Spec, index: usize, dir: &Path) -> Result<(LayerRecord, Outcome)> {
     let entries = walk::walk_paths(&spec.store_layer_paths[index])?;
-    let path = dir.join(fingerprint(spec, index, &entries));
     let key = layer_key(&spec.store_dir, &spec.store_layer_paths[index], &spec.stamp);
+    let path = dir.join(fingerprint(&key, &entries));
     let warning = match read_entry(&path, &key) {
         Ok(Some(mut record)) => {
             record.cached = Some(path);
@@ -161,7 +162,7 @@ fn layer_record(spec: &Spec, index: usize, dir: &Path) -> Result<(LayerRecord, O
         )),
     };
     // No blob: a run that needs one compresses the layer as it goes.
-    let mut record = record::compute(spec, index, &[])?;
+    let mut record = record::compute_walked(spec, index, &entries, &[])?;
     write_entry(&path, &record)?;
     record.cached = Some(path);
     Ok((record, Outcome::Hashed(warning)))
@@ -227,11 +228,9 @@ mod tests {
     }
 
     fn print(spec: &Spec) -> String {
-        fingerprint(
-            spec,
-            0,
-            &walk::walk_paths(&spec.store_layer_paths[0]).unwrap(),
-        )
+        let paths = &spec.store_layer_paths[0];
+        let key = layer_key(&spec.store_dir, paths, &spec.stamp);
+        fingerprint(&key, &walk::walk_paths(paths).unwrap())
     }
 
     #[test]
