@@ -159,7 +159,6 @@ impl<W: Write> Write for CountingWriter<W> {
 /// whose record holds an XXH3-128 takes only that, which costs a tenth of
 /// a SHA-256 (see the README's "Layer digests" section for why it is
 /// enough to stand for the recorded diff_id).
-#[derive(Default)]
 pub struct LayerHasher {
     sha256: Option<Sha256>,
     xxh3: Option<Box<xxhash_rust::xxh3::Xxh3>>,

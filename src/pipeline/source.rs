@@ -227,13 +227,7 @@ impl Source<'_> {
             Source::Store { index, .. } => *index,
             _ => hashed.recorded.unwrap_or_default(),
         };
-        let cached = cx
-            .spec
-            .store_layer_digests
-            .as_ref()
-            .and_then(|r| r.get(index))
-            .and_then(|r| r.cached.clone());
-        if let Some(entry) = cached {
+        if let Some(entry) = record_of(cx, hashed).and_then(|r| r.cached.clone()) {
             return Error::CachedRecordMismatch {
                 layer: layer_no,
                 entry,
