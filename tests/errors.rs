@@ -556,3 +556,36 @@ fn repo_tag_flag_overrides_the_spec() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("\"RepoTags\": [\n            \"other:tag\"\n        ]"));
 }
+
+/// Registry options without a --push are a usage error naming them; --cache
+/// is not one of them, since every run keeps its layer records there.
+#[test]
+fn registry_options_without_a_push_are_refused() {
+    let s = Scratch::new();
+    let spec = s.spec(&[&["0000000000000000000000000000000a-hello"]], "");
+    let dir = s.dir.path().join("certs");
+    for extra in [
+        vec!["--insecure"],
+        vec!["--creds", "a:b"],
+        vec!["--cert-dir", dir.to_str().unwrap()],
+    ] {
+        let out = Command::new(BIN).arg(&spec).args(&extra).output().unwrap();
+        assert_fails_without_output(
+            &out,
+            &["--creds, --insecure and --cert-dir apply to --push only"],
+        );
+    }
+    let cache = s.dir.path().join("cache");
+    let out = Command::new(BIN)
+        .arg(&spec)
+        .arg("--cache")
+        .arg(&cache)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(cache.join("records").is_dir());
+}
